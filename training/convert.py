@@ -1,0 +1,224 @@
+"""Moves sentence encoders between the sentence-transformers layout and HPD folders.
+
+An HPD folder holds `config.json` (model_type `hpd`, with `auto_map`), `model.safetensors`, the two
+remote-code files, the tokenizer and the sentence-transformers files that wrap the whole model as one
+`Transformer` module, so it loads with `AutoModel`, `SentenceTransformer` and `HPDModel` alike.
+
+sentence-transformers itself reads the source folder (2022 layout with `pytorch_model.bin` and
+`pooling_mode_*` keys, or the current one); this file only maps its modules onto `HPDModel`.
+"""
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from configuration_hpd import POOLING_MODES, HPDConfig
+from modeling_hpd import HPDModel
+
+HEAD_FIELDS = ("pooling", "embedding_dim", "projection_activation", "projection_bias", "normalize", "max_seq_length")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+ACTIVATIONS = {nn.Tanh: "tanh", nn.Identity: "identity"}
+
+
+def resolve(name_or_path):
+    """A local folder as a Path; otherwise a Hub id, downloaded (and cached) by huggingface_hub."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+        raise FileNotFoundError(f"{name_or_path}: no such model folder (expected a local folder or a Hub id ORG/NAME).")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path))
+    except Exception as error:  # offline, unknown repo, gated...: one line naming the cause
+        raise FileNotFoundError(
+            f"{name_or_path}: not a local folder and could not be fetched from the Hub ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no detail'})."
+        ) from None
+
+
+def model_format(folder):
+    """'hpd' or 'sentence-transformers'; a clear error for anything else."""
+    folder = Path(folder)
+    if _read_json(folder / "config.json", missing_ok=True).get("model_type") == "hpd":
+        return "hpd"
+    if (folder / "modules.json").is_file():
+        return "sentence-transformers"
+    raise ValueError(
+        f"{folder} is neither an HPD folder (config.json with model_type 'hpd') nor a sentence-transformers "
+        "folder (modules.json): point at a model folder saved by HPD or sentence-transformers."
+    )
+
+
+def load_hpd(name_or_path):
+    """Loads an HPD folder or converts a sentence-transformers model: returns (HPDModel in eval mode, tokenizer)."""
+    folder = resolve(name_or_path)
+    if model_format(folder) == "sentence-transformers":
+        return from_sentence_transformers(folder)
+    _require_weights(folder, "HPD model")
+    model = HPDModel.from_pretrained(folder).eval()
+    return model, AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+
+
+def from_sentence_transformers(folder):
+    """Builds an HPDModel with the same weights as the sentence-transformers model in `folder`."""
+    folder = Path(folder)
+    _check_sentence_transformers_folder(folder)
+    from sentence_transformers import SentenceTransformer
+
+    st_model = SentenceTransformer(str(folder), device="cpu")
+    transformer, *head = list(st_model)
+    kinds = [type(module).__name__ for module in head]
+    if kinds not in (["Pooling"], ["Pooling", "Dense"], ["Pooling", "Normalize"], ["Pooling", "Dense", "Normalize"]):
+        raise ValueError(
+            f"{folder}: modules {[type(transformer).__name__, *kinds]} do not fit HPD, which needs "
+            "Transformer, Pooling, optionally Dense, optionally Normalize."
+        )
+    pooling, dense = head[0], next((m for m in head if type(m).__name__ == "Dense"), None)
+
+    encoder = transformer.auto_model
+    if pooling.pooling_mode not in POOLING_MODES:
+        raise ValueError(
+            f"{folder}: pooling mode {pooling.pooling_mode!r} is not supported; HPD pools with one of "
+            f"{', '.join(POOLING_MODES)}."
+        )
+    if dense is not None and (dense.use_residual or type(dense.activation_function) not in ACTIVATIONS):
+        raise ValueError(
+            f"{folder}: the Dense module must be a plain linear layer with Tanh or Identity activation; got "
+            f"{type(dense.activation_function).__name__}{' with a residual' if dense.use_residual else ''}."
+        )
+
+    encoder_fields = {k: v for k, v in encoder.config.to_dict().items() if k not in ("model_type", "architectures")}
+    config = HPDConfig(
+        **encoder_fields,
+        pooling=pooling.pooling_mode,
+        embedding_dim=None if dense is None else dense.out_features,
+        projection_activation="tanh" if dense is None else ACTIVATIONS[type(dense.activation_function)],
+        projection_bias=True if dense is None else dense.bias,
+        normalize=kinds[-1] == "Normalize",
+        max_seq_length=min(transformer.max_seq_length or encoder.config.max_position_embeddings,
+                           encoder.config.max_position_embeddings),
+    )
+    model = HPDModel(config).eval()
+    encoder_state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("pooler.")}
+    model.bert.load_state_dict(encoder_state, strict=True)
+    if dense is not None:
+        model.projection.load_state_dict(dense.linear.state_dict(), strict=True)
+    return model, transformer.tokenizer
+
+
+def save_hpd_folder(model, tokenizer, output_dir):
+    """Writes an HPD folder that loads with AutoModel, SentenceTransformer and HPDModel (all with the same weights)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.model_max_length = model.config.max_seq_length  # the same truncation for every loader
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+
+    # sentence-transformers writes its own description of the folder: one Transformer module whose
+    # forward is HPDModel.forward and whose output is the finished sentence embedding.
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Transformer
+
+    remote = {"trust_remote_code": True}
+    module = Transformer(
+        str(output_dir),
+        model_kwargs=remote,
+        config_kwargs=remote,
+        processor_kwargs=remote,
+        modality_config={"text": {"method": "forward", "method_output_name": "sentence_embedding"}},
+        module_output_name="sentence_embedding",
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        SentenceTransformer(modules=[module], similarity_fn_name="cosine").save(scratch, create_model_card=False)
+        for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
+            shutil.copy(Path(scratch) / name, output_dir / name)
+    return output_dir
+
+
+def save_sentence_transformers_folder(model, tokenizer, output_dir):
+    """Writes the classic sentence-transformers stack: Transformer, Pooling, Dense (if any), Normalize (if on)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
+    config = model.config
+    encoder_fields = {k: v for k, v in config.to_dict().items() if k not in (*HEAD_FIELDS, "auto_map", "architectures")}
+    encoder_fields["model_type"] = "bert"
+    encoder = BertModel(BertConfig(**encoder_fields), add_pooling_layer=False)
+    encoder.load_state_dict(model.bert.state_dict(), strict=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        encoder.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        modules = [
+            Transformer(scratch, max_seq_length=config.max_seq_length),
+            Pooling(config.hidden_size, pooling_mode=config.pooling),
+        ]
+        if model.projection is not None:
+            activation = nn.Tanh() if config.projection_activation == "tanh" else nn.Identity()
+            dense = Dense(config.hidden_size, config.embedding_dim, bias=config.projection_bias, activation_function=activation)
+            dense.linear.load_state_dict(model.projection.state_dict(), strict=True)
+            modules.append(dense)
+        if config.normalize:
+            modules.append(Normalize())
+        SentenceTransformer(modules=modules, similarity_fn_name="cosine").save(str(output_dir))
+    return Path(output_dir)
+
+
+def convert(source, output_dir, to="hpd"):
+    """`hpd convert`: any HPD or sentence-transformers model (folder or Hub id) to the `to` format."""
+    if to not in ("hpd", "sentence-transformers"):
+        raise ValueError(f"--to must be 'hpd' or 'sentence-transformers'; got {to!r}.")
+    model, tokenizer = load_hpd(source)
+    save = save_hpd_folder if to == "hpd" else save_sentence_transformers_folder
+    return save(model, tokenizer, output_dir)
+
+
+def _check_sentence_transformers_folder(folder):
+    """Finds what sentence-transformers would fail on obscurely, and says it in one line."""
+    modules = _read_json(folder / "modules.json")
+    if not modules or not str(modules[0].get("type", "")).endswith("Transformer"):
+        raise ValueError(f"{folder}/modules.json: the first module must be a Transformer; HPD needs a transformer encoder.")
+    transformer_dir = folder / modules[0].get("path", "")
+    encoder_config = _read_json(transformer_dir / "config.json")
+    if encoder_config.get("model_type") != "bert":
+        raise ValueError(
+            f"{folder}: the encoder is model_type {encoder_config.get('model_type')!r}; HPD supports BERT-family "
+            "encoders (model_type 'bert', e.g. BERT, TinyBERT, MiniLM)."
+        )
+    _require_weights(transformer_dir, "Transformer module")
+    for module in modules[1:]:
+        kind, module_dir = str(module.get("type", "")).rsplit(".", 1)[-1], folder / module.get("path", "")
+        if kind == "Dense":
+            _require_weights(module_dir, "Dense module")
+            in_features = _read_json(module_dir / "config.json").get("in_features")
+            if in_features != encoder_config.get("hidden_size"):
+                raise ValueError(
+                    f"{module_dir}: Dense in_features is {in_features} but the encoder's hidden size is "
+                    f"{encoder_config.get('hidden_size')}: the Dense layer belongs to another encoder."
+                )
+    return modules
+
+
+def _require_weights(folder, what):
+    if not any((Path(folder) / name).is_file() for name in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"{folder}: no weights file for the {what} (expected model.safetensors or pytorch_model.bin); "
+            "the download or copy is incomplete."
+        )
+
+
+def _read_json(path, missing_ok=False):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise FileNotFoundError(f"{path}: missing; the model folder is incomplete.") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}).") from None
