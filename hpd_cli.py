@@ -36,6 +36,11 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # The command shows its own progress; transformers' per-load bars and reports are noise here.
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     try:
         args.run(args)
     except (ValueError, OSError) as error:

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm  # a dependency of transformers
 from transformers import AutoTokenizer, BertModel, BertPreTrainedModel
 from transformers.utils import ModelOutput
-from transformers.utils.logging import tqdm
 
 try:  # loaded as remote code: the two files sit in one package
     from .configuration_hpd import HPDConfig

@@ -72,7 +72,10 @@ def from_sentence_transformers(folder):
     _check_sentence_transformers_folder(folder)
     from sentence_transformers import SentenceTransformer
 
-    st_model = SentenceTransformer(str(folder), device="cpu")
+    try:
+        st_model = SentenceTransformer(str(folder), device="cpu")
+    except ValueError as error:  # e.g. a pooling mode sentence-transformers does not know
+        raise ValueError(f"{folder}: sentence-transformers cannot load it: {error}") from None
     transformer, *head = list(st_model)
     kinds = [type(module).__name__ for module in head]
     if kinds not in (["Pooling"], ["Pooling", "Dense"], ["Pooling", "Normalize"], ["Pooling", "Dense", "Normalize"]):
