@@ -1,8 +1,6 @@
 """Converters between sentence-transformers folders (2022 and current layouts) and HPD folders."""
 
 import json
-import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -204,4 +202,3 @@ def test_the_installed_command_prints_one_line_not_a_traceback(tmp_path):
     result = run_python(f"import sys, hpd_cli; sys.exit(hpd_cli.main(['convert', {str(tmp_path)!r}, {str(tmp_path / 'o')!r}]))")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -13,7 +13,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertModel
 
