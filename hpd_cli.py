@@ -8,12 +8,27 @@ import argparse
 import os
 import sys
 
+from eval.sts import TASKS
+
 
 def convert_command(args):
     from training.convert import convert
 
     output = convert(args.source, args.output, to=args.to)
     print(f"Wrote {args.to} model folder: {output}")
+
+
+def eval_sts_command(args):
+    from eval.sts import evaluate_sts, format_table, write_results
+
+    results = evaluate_sts(args.model, args.data, protocol=args.protocol, tasks=args.tasks,
+                           batch_size=args.batch_size, max_seq_length=args.max_seq_length)
+    print(format_table(results, compare=args.compare))
+    print(f"{results['distinct_sentences']} distinct sentences encoded at {results['sentences_per_s']} sentences/s; "
+          f"{results['wall_seconds']} s in all")
+    if args.output:
+        write_results(results, args.output)
+        print(f"Wrote {args.output}")
 
 
 def build_parser():
@@ -31,6 +46,25 @@ def build_parser():
     convert.add_argument("output", help="folder to write")
     convert.add_argument("--to", choices=("hpd", "sentence-transformers"), default="hpd", help="output format (default: hpd)")
     convert.set_defaults(run=convert_command)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model on STS (the paper's table) or with MTEB")
+    eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="BENCHMARK")
+    sts = eval_commands.add_parser(
+        "sts",
+        help="Spearman x 100 on STS12-16, STS-B, SICK-R",
+        description="Score a model on STS12-16 (SentEval 'all' setting), STS-B test and SICK-R test: Spearman "
+        "correlation x 100 between cosine similarity and gold scores. Each distinct sentence is encoded once.",
+    )
+    sts.add_argument("--model", required=True, help="HPD folder, sentence-transformers folder or Hub id")
+    sts.add_argument("--data", required=True, help="data folder: SentEval layout (senteval) or raw releases (mteb)")
+    sts.add_argument("--protocol", choices=("senteval", "mteb"), default="senteval",
+                     help="senteval: the SimCSE/HPD papers' tokenised data (default); mteb: raw text as MTEB reads it")
+    sts.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of %(default)s")
+    sts.add_argument("--batch-size", type=int, default=64)
+    sts.add_argument("--max-seq-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
+    sts.add_argument("--output", help="write the results JSON here")
+    sts.add_argument("--compare", action="store_true", help="add the published HPD and SimCSE rows and the differences")
+    sts.set_defaults(run=eval_sts_command)
     return parser
 
 

@@ -1,0 +1,297 @@
+"""STS evaluation: the paper's table (SentEval protocol) or MTEB's view of the raw releases.
+
+Where each task's pairs live is described declaratively in PROTOCOLS; `spearman_x100` is the only
+metric. Every distinct sentence of a run is encoded once, in batches of equal token length.
+"""
+
+import json
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from scipy.stats import spearmanr
+
+TASKS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness")
+COLUMNS = {"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}  # table headings as in the paper
+TASK_ALIASES = {"STS-B": "STSBenchmark", "STSB": "STSBenchmark", "SICK-R": "SICKRelatedness", "SICKR": "SICKRelatedness"}
+
+SUBSETS = {
+    "STS12": ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews"),
+    "STS13": ("FNWN", "headlines", "OnWN"),  # SMT is not distributed (licence)
+    "STS14": ("deft-forum", "deft-news", "headlines", "images", "OnWN", "tweet-news"),
+    "STS15": ("answers-forums", "answers-students", "belief", "headlines", "images"),
+    "STS16": ("answer-answer", "headlines", "plagiarism", "postediting", "question-question"),
+}
+
+
+class PairFiles(NamedTuple):
+    """A SemEval year: `input` holds tab-separated sentence pairs, `gold` one score per line (empty = unscored)."""
+
+    input: str  # pattern with {subset}
+    gold: str
+
+
+class PairTable(NamedTuple):
+    """One tab-separated file with the score and both sentences in columns (0-based)."""
+
+    path: str
+    score: int
+    sentences: tuple[int, int]
+    header: bool
+
+
+PROTOCOLS = {
+    # SentEval's data/downstream layout, already Moses-tokenised: the SimCSE / HPD papers' protocol.
+    "senteval": {
+        **{year: PairFiles(f"STS/{year}-en-test/STS.input.{{subset}}.txt", f"STS/{year}-en-test/STS.gs.{{subset}}.txt")
+           for year in SUBSETS},
+        "STSBenchmark": PairTable("STS/STSBenchmark/sts-test.csv", score=4, sentences=(5, 6), header=False),
+        "SICKRelatedness": PairTable("SICK/SICK_test_annotated.txt", score=3, sentences=(1, 2), header=True),
+    },
+    # The official raw releases, raw text, as MTEB evaluates them.
+    "mteb": {
+        **{year: PairFiles(f"{year}/STS.input.{{subset}}.txt", f"{year}/STS.gs.{{subset}}.txt") for year in SUBSETS},
+        "STS16": PairFiles("STS16/STS2016.input.{subset}.txt", "STS16/STS2016.gs.{subset}.txt"),
+        "STSBenchmark": PairTable("STSBenchmark/sts-test.csv", score=4, sentences=(5, 6), header=False),
+        "SICKRelatedness": PairTable("SICK/SICK.txt", score=4, sentences=(1, 2), header=True),
+    },
+}
+OBTAIN_HINT = {
+    "senteval": "the SentEval layout comes from SentEval's data/downstream/get_transfer_data.bash "
+    "(here: ../shared/data/senteval)",
+    "mteb": "the raw official STS12-16, STS-B and SICK releases (here: ../shared/data/sts-raw)",
+}
+
+PUBLISHED = {  # senteval protocol, Spearman x 100: STS12 ... SICK-R, and the paper's average
+    "HPD-TinyBERT-F128": (74.29, 83.05, 78.80, 84.62, 81.17, 84.36, 80.83, 81.02),
+    "HPD-MiniLM-F128": (74.94, 84.52, 80.25, 84.87, 81.90, 84.98, 81.15, 81.80),
+    "SimCSE-RoBERTa-large": (77.46, 87.27, 82.36, 86.66, 83.93, 86.70, 81.95, 83.76),
+}
+
+
+class Pairs(NamedTuple):
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: list[float]
+
+
+def parse_tasks(names):
+    """'STS12,STS-B,SICK-R' or a list -> canonical task names, in TASKS order; unknown names are an error."""
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    canonical = [TASK_ALIASES.get(n.strip(), n.strip()) for n in names]
+    unknown = [n for n in canonical if n not in TASKS]
+    if unknown or not canonical:
+        raise ValueError(f"unknown task {', '.join(unknown) or '(none given)'}; choose from {', '.join(TASKS)} "
+                         "(aliases STS-B, SICK-R).")
+    return [t for t in TASKS if t in canonical]
+
+
+def load_pairs(data_dir, protocol="senteval", tasks=TASKS):
+    """{task: {subset: Pairs}} read from `data_dir` in the protocol's layout; unscored pairs dropped."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose senteval or mteb.")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such data folder; expected {OBTAIN_HINT[protocol]}.")
+    loaded = {}
+    for task in parse_tasks(tasks):
+        source = PROTOCOLS[protocol][task]
+        if isinstance(source, PairFiles):
+            loaded[task] = {s: _read_pair_files(data_dir, source, s, protocol) for s in SUBSETS[task]}
+        else:
+            loaded[task] = {"test": _read_pair_table(data_dir, source, protocol)}
+    return loaded
+
+
+def _require(path, protocol):
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing, so the data folder is not in the {protocol} layout or is "
+                                f"incomplete; {OBTAIN_HINT[protocol]}.")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _clean(sentence, protocol):
+    # SentEval splits on whitespace and its batcher joins the tokens with single spaces.
+    return " ".join(sentence.split()) if protocol == "senteval" else sentence
+
+
+def _read_pair_files(data_dir, source, subset, protocol):
+    input_path, gold_path = data_dir / source.input.format(subset=subset), data_dir / source.gold.format(subset=subset)
+    lines, gold = _require(input_path, protocol), _require(gold_path, protocol)
+    if len(lines) != len(gold):
+        raise ValueError(f"{gold_path} has {len(gold)} lines but {input_path.name} has {len(lines)}: "
+                         "gold and input must match line by line; re-copy the data.")
+    pairs = Pairs([], [], [])
+    for number, (line, score) in enumerate(zip(lines, gold), 1):
+        if not score.strip():
+            continue  # an unscored pair
+        columns = line.split("\t")  # STS16's raw files carry two source columns after the sentences
+        if len(columns) < 2:
+            raise ValueError(f"{input_path}:{number}: expected two tab-separated sentences.")
+        pairs.sentences1.append(_clean(columns[0], protocol))
+        pairs.sentences2.append(_clean(columns[1], protocol))
+        pairs.scores.append(_score(score, gold_path, number))
+    return pairs
+
+
+def _read_pair_table(data_dir, source, protocol):
+    path = data_dir / source.path
+    lines = _require(path, protocol)[1 if source.header else 0 :]
+    pairs = Pairs([], [], [])
+    needed = max(source.score, *source.sentences) + 1
+    for number, line in enumerate(lines, 2 if source.header else 1):
+        if not line.strip():
+            continue
+        columns = line.strip("\n").split("\t")
+        if len(columns) < needed:
+            raise ValueError(f"{path}:{number}: expected at least {needed} tab-separated columns, found {len(columns)}.")
+        pairs.sentences1.append(_clean(columns[source.sentences[0]], protocol))
+        pairs.sentences2.append(_clean(columns[source.sentences[1]], protocol))
+        pairs.scores.append(_score(columns[source.score], path, number))
+    return pairs
+
+
+def _score(text, path, number):
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{path}:{number}: gold score {text.strip()!r} is not a number.") from None
+
+
+def spearman_x100(embeddings1, embeddings2, gold):
+    """Spearman correlation x 100 between the pairs' cosine similarities and the gold scores."""
+    a = embeddings1 / np.linalg.norm(embeddings1, axis=1, keepdims=True).clip(min=1e-12)
+    b = embeddings2 / np.linalg.norm(embeddings2, axis=1, keepdims=True).clip(min=1e-12)
+    return 100 * spearmanr((a * b).sum(axis=1), gold).statistic
+
+
+def load_encoder(model, max_seq_length=None, device=None):
+    """Any HPD folder, sentence-transformers folder or Hub id, as a SentenceTransformer."""
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(model).expanduser()
+    if not path.is_dir() and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1):
+        raise FileNotFoundError(f"{model}: no such model folder (expected a local folder or a Hub id ORG/NAME).")
+    try:
+        encoder = SentenceTransformer(str(path) if path.is_dir() else model, device=device, trust_remote_code=True)
+    except Exception as error:  # whatever the library raised, the user needs the folder and the cause
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{model}: cannot be loaded as a sentence encoder ({detail}).") from None
+    if max_seq_length is not None:
+        encoder.max_seq_length = max_seq_length
+    return encoder
+
+
+def encode_distinct(encoder, sentences, batch_size=64, show_progress_bar=True):
+    """{sentence: vector} for every distinct sentence, each encoded once.
+
+    Sentences are grouped by their exact token count, so no batch carries padding."""
+    from tqdm.auto import tqdm
+
+    distinct = list(dict.fromkeys(sentences))
+    lengths = encoder.tokenize(distinct)["attention_mask"].sum(1).tolist() if distinct else []
+    groups = defaultdict(list)
+    for sentence, length in zip(distinct, lengths):
+        groups[length].append(sentence)
+    vectors = {}
+    with tqdm(total=len(distinct), desc="Encoding", unit="sent", disable=not show_progress_bar) as bar:
+        for length in sorted(groups):
+            group = groups[length]
+            embeddings = encoder.encode(group, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+            if not np.isfinite(embeddings).all():
+                raise ValueError("the model produced NaN or infinite embeddings (e.g. from float16 overflow or "
+                                 "broken weights); check the model or load it in float32.")
+            vectors.update(zip(group, embeddings.astype(np.float32)))
+            bar.update(len(group))
+    return vectors
+
+
+def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=64, max_seq_length=None,
+                 show_progress_bar=True):
+    """Scores `model` on the STS tasks; returns the results dict that `--output` writes."""
+    start = time.perf_counter()
+    pairs = load_pairs(data_dir, protocol, tasks)  # read everything first: a data error costs no encoding
+    encoder = model if not isinstance(model, (str, Path)) else load_encoder(str(model), max_seq_length)
+    sentences = [s for subsets in pairs.values() for p in subsets.values() for s in (*p.sentences1, *p.sentences2)]
+    encode_start = time.perf_counter()
+    vectors = encode_distinct(encoder, sentences, batch_size, show_progress_bar)
+    encode_seconds = time.perf_counter() - encode_start
+
+    details = {}
+    for task, subsets in pairs.items():
+        per_subset, all_e1, all_e2, all_gold = {}, [], [], []
+        for subset, p in subsets.items():
+            e1 = np.stack([vectors[s] for s in p.sentences1])
+            e2 = np.stack([vectors[s] for s in p.sentences2])
+            per_subset[subset] = {"spearman": round(spearman_x100(e1, e2, p.scores), 4), "pairs": len(p.scores)}
+            all_e1.append(e1), all_e2.append(e2), all_gold.extend(p.scores)
+        counts = [s["pairs"] for s in per_subset.values()]
+        values = [s["spearman"] for s in per_subset.values()]
+        details[task] = {
+            # SentEval's "all": one Spearman over the year's concatenated subsets (the papers' figure)
+            "spearman": round(spearman_x100(np.concatenate(all_e1), np.concatenate(all_e2), all_gold), 4),
+            "spearman_mean": round(float(np.mean(values)), 4),
+            "spearman_wmean": round(float(np.average(values, weights=counts)), 4),
+            "pairs": sum(counts),
+            "subsets": per_subset,
+        }
+    scores = {task: round(d["spearman"], 2) for task, d in details.items()}
+    scores["Avg"] = round(float(np.mean([d["spearman"] for d in details.values()])), 2)
+    return {
+        "model": str(model) if isinstance(model, (str, Path)) else type(model).__name__,
+        "protocol": protocol,
+        "data": str(data_dir),
+        "scores": scores,
+        "tasks": details,
+        "distinct_sentences": len(vectors),
+        "sentence_occurrences": len(sentences),
+        "sentences_per_s": round(len(vectors) / encode_seconds, 1) if encode_seconds > 0 else None,
+        "encode_seconds": round(encode_seconds, 2),
+        "wall_seconds": round(time.perf_counter() - start, 2),
+        "versions": _versions(),
+    }
+
+
+def format_table(results, compare=False):
+    """The paper's table: STS12 ... SICK-R, Avg; with `compare`, the published rows and their gap to this model."""
+    tasks = [t for t in TASKS if t in results["scores"]]
+    headings = [COLUMNS.get(t, t) for t in tasks] + ["Avg"]
+    ours = [results["scores"][t] for t in tasks] + [results["scores"]["Avg"]]
+    name = Path(results["model"]).name or results["model"]
+    rows = [(f"{name} ({results['protocol']})", ours)]
+    if compare:
+        for published, values in PUBLISHED.items():
+            theirs = [values[TASKS.index(t)] for t in tasks]
+            theirs.append(values[-1] if len(tasks) == len(TASKS) else round(float(np.mean(theirs)), 2))
+            rows.append((f"{published} (paper)", theirs))
+            rows.append((f"  difference", [a - b for a, b in zip(ours, theirs)]))
+    width = max(len(label) for label, _ in rows)
+    lines = [" " * width + "".join(f"{h:>9}" for h in headings)]
+    for label, values in rows:
+        sign = "+" if label.strip() == "difference" else ""
+        lines.append(f"{label:<{width}}" + "".join(f"{v:>{sign}9.2f}" for v in values))
+    if compare and results["protocol"] != "senteval":
+        lines.append("(published rows use the SentEval protocol; this run used " + results["protocol"] + ")")
+    return "\n".join(lines)
+
+
+def write_results(results, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+def _versions():
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "transformers", "sentence-transformers", "scipy", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
