@@ -135,6 +135,8 @@ def _read_pair_files(data_dir, source, subset, protocol):
         pairs.sentences1.append(_clean(columns[0], protocol))
         pairs.sentences2.append(_clean(columns[1], protocol))
         pairs.scores.append(_score(score, gold_path, number))
+    if not pairs.scores:
+        raise ValueError(f"{gold_path}: no scored pairs; the gold file is empty or truncated.")
     return pairs
 
 
@@ -166,7 +168,11 @@ def spearman_x100(embeddings1, embeddings2, gold):
     """Spearman correlation x 100 between the pairs' cosine similarities and the gold scores."""
     a = embeddings1 / np.linalg.norm(embeddings1, axis=1, keepdims=True).clip(min=1e-12)
     b = embeddings2 / np.linalg.norm(embeddings2, axis=1, keepdims=True).clip(min=1e-12)
-    return 100 * spearmanr((a * b).sum(axis=1), gold).statistic
+    cosines = (a * b).sum(axis=1)
+    if np.ptp(cosines) == 0 or np.ptp(gold) == 0:
+        raise ValueError("Spearman is undefined: every pair has the same cosine (does the model give every "
+                         "sentence the same embedding?) or the same gold score.")
+    return 100 * spearmanr(cosines, gold).statistic
 
 
 def load_encoder(model, max_seq_length=None, device=None):
