@@ -22,7 +22,7 @@ class FixedCosineEncoder:
         self.vectors[right] = [cosine, math.sqrt(max(0.0, 1 - cosine**2))]
         return left, right
 
-    def tokenize(self, sentences):
+    def preprocess(self, sentences):
         return {"attention_mask": np.array([[1] * len(s.split()) + [0] * (9 - len(s.split())) for s in sentences])}
 
     def encode(self, sentences, **kwargs):
