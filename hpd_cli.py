@@ -50,6 +50,17 @@ def eval_mteb_command(args):
               "result to the results repository.")
 
 
+def distill_command(args):
+    from training.distill import DistillConfig, distill, load_config_file
+
+    values = load_config_file(args.config) if args.config else {}
+    values.update({k: v for k, v in vars(args).items() if k in DistillConfig.fields() and v is not None})
+    missing = [f"--{k}" for k in ("teacher", "student", "corpus", "output") if k not in values]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} must be given (as flags or in --config).")
+    distill(DistillConfig(**values))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="hpd", description="HPD sentence-embedding toolkit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -100,6 +111,37 @@ def build_parser():
     mteb.add_argument("--name", help="ORG/NAME for the results and ModelMeta (default: local/<folder> or the Hub id)")
     mteb.add_argument("--batch-size", type=int, default=64)
     mteb.set_defaults(run=eval_mteb_command)
+    distill = commands.add_parser(
+        "distill",
+        help="distil a teacher into a small HPD student",
+        description="Homomorphic Projective Distillation: teacher vectors of a corpus, projected to --dim by PCA "
+        "without mean-centring, taught to a student (encoder + mean pooling + Dense + tanh) with MSE. Every stage "
+        "is resumable from --work-dir; runs under torchrun / accelerate launch for several processes.",
+    )
+    distill.add_argument("--config", help="YAML or TOML file of these settings (flags override it)")
+    distill.add_argument("--teacher", help="sentence-transformers or HPD model (folder or Hub id)")
+    distill.add_argument("--student", help="student base: HPD, sentence-transformers or BERT model (folder or Hub id)")
+    distill.add_argument("--corpus", nargs="+", help="text files (.txt[.gz]), AllNLI .tsv.gz or WikiExtractor folders")
+    distill.add_argument("--output", help="HPD folder to write")
+    distill.add_argument("--dim", type=int, help="embedding dimension d (default 128)")
+    distill.add_argument("--layers", help="student layers to keep, e.g. 0,2,4 (default: all)")
+    distill.add_argument("--max-sentences", type=int, help="use at most this many training sentences")
+    distill.add_argument("--pca-sentences", type=int, help="teacher vectors the PCA is fitted on (default 100000)")
+    distill.add_argument("--valid-sentences", type=int, help="held-out sentences for valid MSE (default 5000)")
+    distill.add_argument("--projection", choices=("pca", "pca-centered", "none"), help="default: pca (uncentred)")
+    distill.add_argument("--epochs", type=int, help="default 5")
+    distill.add_argument("--batch-size", type=int, help="global batch size (default 256)")
+    distill.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
+    distill.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 1000)")
+    distill.add_argument("--eval-steps", type=int, help="validate and checkpoint every N steps (default: each epoch)")
+    distill.add_argument("--sts-dev", help="data folder with STS-B dev: selects the best checkpoint by its Spearman")
+    distill.add_argument("--seed", type=int, help="default 42")
+    distill.add_argument("--work-dir", help="artefacts and checkpoints (default: OUTPUT.work)")
+    distill.add_argument("--teacher-batch-size", type=int, help="teacher encoding batch size (default 64)")
+    distill.add_argument("--chunk-size", type=int, help="teacher vectors per stored chunk (default 8192)")
+    distill.add_argument("--store-dtype", choices=("float16", "float32"), help="teacher store dtype (default float32)")
+    distill.add_argument("--log-steps", type=int, help="training log interval (default 50)")
+    distill.set_defaults(run=distill_command)
     return parser
 
 

@@ -107,6 +107,17 @@ def load_pairs(data_dir, protocol="senteval", tasks=TASKS):
     return loaded
 
 
+def load_stsb_split(data_dir, split="dev"):
+    """STS-B pairs of one split from a SentEval data folder, a raw-releases folder or the STSBenchmark folder."""
+    data_dir = Path(data_dir)
+    for relative, protocol in ((f"STS/STSBenchmark/sts-{split}.csv", "senteval"),
+                               (f"STSBenchmark/sts-{split}.csv", "mteb"), (f"sts-{split}.csv", "mteb")):
+        if (data_dir / relative).is_file():
+            return _read_pair_table(data_dir, PairTable(relative, score=4, sentences=(5, 6), header=False), protocol)
+    raise FileNotFoundError(f"{data_dir}: no sts-{split}.csv (looked in STS/STSBenchmark/, STSBenchmark/ and the "
+                            f"folder itself); point at the SentEval data folder, e.g. ../shared/data/senteval.")
+
+
 def _require(path, protocol):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing, so the data folder is not in the {protocol} layout or is "

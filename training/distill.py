@@ -1,0 +1,510 @@
+"""`hpd distill`: Homomorphic Projective Distillation from any teacher into any BERT-family student.
+
+The whole method, stage by stage; each stage leaves its artefact in the work dir, is skipped when
+that artefact is complete and resumes when it is not:
+
+1. sentences   corpus -> de-duplicated, shuffled train/valid lists      work/sentences/
+2. teacher     teacher embeddings of every sentence, in chunks on disk   work/teacher/chunk_*.npy
+3. projection  PCA of `pca_sentences` teacher vectors -> d x D map       work/projection.safetensors
+4. training    student(s) -> W t(s) + b, MSE, AdamW, warm-up            work/checkpoints/, work/train_log.jsonl
+5. output      best checkpoint (STS-B dev, else valid MSE) as HPD folder --output, with distill_config.json
+
+The same command runs in one process or under `torchrun` / `accelerate launch`: teacher chunks are
+shared out across processes, training is data-parallel (DDP) through accelerate.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from tqdm.auto import tqdm
+
+from configuration_hpd import HPDConfig
+from modeling_hpd import HPDModel
+
+PROJECTIONS = ("pca", "pca-centered", "none")
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    teacher: str
+    student: str
+    corpus: list[str]
+    output: str
+    dim: int = 128
+    layers: list[int] | None = None  # student layers to keep (layer reduction); None keeps all
+    max_sentences: int | None = None
+    pca_sentences: int = 100_000
+    valid_sentences: int = 5000
+    projection: str = "pca"
+    epochs: int = 5
+    batch_size: int = 256
+    lr: float = 1e-4
+    warmup_steps: int = 1000
+    eval_steps: int | None = None  # default: once per epoch
+    sts_dev: str | None = None
+    seed: int = 42
+    work_dir: str | None = None  # default: <output>.work
+    teacher_batch_size: int = 64
+    chunk_size: int = 8192  # teacher vectors per stored chunk: the most a killed run can lose
+    store_dtype: str = "float32"
+    log_steps: int = 50
+
+    def __post_init__(self):
+        if isinstance(self.corpus, (str, Path)):
+            self.corpus = [self.corpus]
+        self.corpus = [str(c) for c in self.corpus]
+        if isinstance(self.layers, str):
+            self.layers = [int(x) for x in self.layers.split(",") if x.strip()]
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"--projection must be one of {', '.join(PROJECTIONS)}; got {self.projection!r}.")
+        if self.store_dtype not in ("float16", "float32"):
+            raise ValueError(f"--store-dtype must be float16 or float32; got {self.store_dtype!r}.")
+        for name in ("dim", "pca_sentences", "valid_sentences", "epochs", "batch_size", "chunk_size",
+                     "teacher_batch_size", "log_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(self, name)!r}.")
+        for name in ("max_sentences", "eval_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {value!r}.")
+        if not self.lr > 0 or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"--lr must be positive and --warmup-steps >= 0; got {self.lr!r}, {self.warmup_steps!r}.")
+        if self.work_dir is None:
+            self.work_dir = str(Path(self.output).with_name(Path(self.output).name + ".work"))
+
+    @classmethod
+    def fields(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+
+    def artefact_settings(self):
+        """Everything that shapes the work dir's artefacts (so a resumed run may not change it)."""
+        settings = dataclasses.asdict(self)
+        for name in ("output", "work_dir", "log_steps", "teacher_batch_size"):
+            settings.pop(name)
+        return settings
+
+
+# --- stage 1: sentences -------------------------------------------------------------------------
+
+def prepare_sentences_stage(config, work):
+    from training.corpus import prepare_sentences
+
+    folder = work / "sentences"
+    info_file = folder / "corpus.json"
+    if not info_file.is_file():
+        train, valid, digest = prepare_sentences(config.corpus, config.max_sentences, config.valid_sentences,
+                                                 config.seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(folder / "train.txt", "\n".join(train) + "\n")
+        _write_atomic(folder / "valid.txt", "\n".join(valid) + "\n")
+        _write_atomic(info_file, json.dumps({"train": len(train), "valid": len(valid), "sha256": digest}))
+    train = (folder / "train.txt").read_text(encoding="utf-8").splitlines()
+    valid = (folder / "valid.txt").read_text(encoding="utf-8").splitlines()
+    return train, valid, json.loads(info_file.read_text())
+
+
+# --- stage 2: teacher vectors -------------------------------------------------------------------
+
+class TeacherStore:
+    """Teacher vectors of `valid + train` (in that order), in fixed-size .npy chunks read memory-mapped."""
+
+    def __init__(self, folder, total, chunk_size):
+        self.folder, self.total, self.chunk_size = Path(folder), total, chunk_size
+        self.chunk_count = math.ceil(total / chunk_size)
+        self._chunks = {}
+
+    def chunk_path(self, index):
+        return self.folder / f"chunk_{index:06d}.npy"
+
+    def missing_chunks(self):
+        return [i for i in range(self.chunk_count) if not self.chunk_path(i).is_file()]
+
+    def rows(self, indices):
+        """float32 vectors of the given sentence positions; only the chunks touched are paged in."""
+        indices = np.asarray(indices)
+        out = None
+        for chunk in np.unique(indices // self.chunk_size):
+            if chunk not in self._chunks:
+                self._chunks[chunk] = np.load(self.chunk_path(chunk), mmap_mode="r")
+            data = self._chunks[chunk]
+            where = np.nonzero(indices // self.chunk_size == chunk)[0]
+            if out is None:
+                out = np.empty((len(indices), data.shape[1]), dtype=np.float32)
+            out[where] = data[indices[where] - chunk * self.chunk_size]
+        return out
+
+
+def load_teacher(config, device):
+    from eval.sts import load_encoder
+
+    teacher = load_encoder(config.teacher, device=device)
+    try:
+        probe = teacher.encode(["A teacher must be able to encode this sentence."], convert_to_numpy=True)
+    except Exception as error:
+        raise ValueError(f"teacher {config.teacher} cannot encode sentences ({type(error).__name__}: {error}); "
+                         "pass a sentence-transformers or HPD model folder.") from None
+    teacher_dim = probe.shape[-1]
+    if config.projection == "none" and config.dim != teacher_dim:
+        raise ValueError(f"--projection none keeps the teacher's {teacher_dim} dimensions; pass --dim {teacher_dim}.")
+    if config.dim > teacher_dim:
+        raise ValueError(f"--dim {config.dim} is larger than the teacher's embedding dimension ({teacher_dim}); "
+                         f"choose --dim <= {teacher_dim}.")
+    return teacher
+
+
+def teacher_stage(config, work, sentences, accelerator):
+    """Encodes the missing chunks; chunk i belongs to process i % world_size. Each chunk is written atomically."""
+    from eval.sts import encode_by_length
+
+    store = TeacherStore(work / "teacher", len(sentences), config.chunk_size)
+    missing = store.missing_chunks()
+    if missing:
+        store.folder.mkdir(parents=True, exist_ok=True)
+        teacher = load_teacher(config, accelerator.device)
+        mine = [i for i in missing if i % accelerator.num_processes == accelerator.process_index]
+        todo = sum(min(config.chunk_size, len(sentences) - i * config.chunk_size) for i in missing)
+        with tqdm(total=todo, desc="Teacher vectors", unit="sent", smoothing=0.05,
+                  disable=not accelerator.is_main_process) as bar:
+            for index in mine:
+                chunk = sentences[index * config.chunk_size : (index + 1) * config.chunk_size]
+                vectors = encode_by_length(teacher, chunk, config.teacher_batch_size, show_progress_bar=False)
+                _save_npy_atomic(store.chunk_path(index), vectors.astype(config.store_dtype))
+                bar.update(len(chunk) * accelerator.num_processes)  # the others advance alike
+        del teacher
+    accelerator.wait_for_everyone()
+    if store.missing_chunks():
+        raise RuntimeError(f"teacher chunks {store.missing_chunks()[:5]} are missing after encoding; run again to resume.")
+    return store
+
+
+# --- stage 3: the homomorphic projection ----------------------------------------------------------
+
+def fit_projection(vectors, dim, kind, seed=0):
+    """(weight d x D, bias d) mapping teacher vectors t to W t + b.
+
+    `pca`: the principal axes of the sample, applied without subtracting its mean (bias 0) as HPD's
+    released code does; `pca-centered`: W (t - mean); `none`: the identity."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if kind == "none":
+        return np.eye(vectors.shape[1], dtype=np.float32), np.zeros(vectors.shape[1], dtype=np.float32)
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=dim, random_state=seed).fit(vectors)
+    weight = pca.components_.astype(np.float32)
+    bias = -(weight @ pca.mean_).astype(np.float32) if kind == "pca-centered" else np.zeros(dim, dtype=np.float32)
+    return weight, bias
+
+
+def projection_stage(config, work, store, valid_count, accelerator):
+    path = work / "projection.safetensors"
+    if accelerator.is_main_process and not path.is_file():
+        sample = store.rows(np.arange(valid_count, valid_count + config.pca_sentences))
+        weight, bias = fit_projection(sample, config.dim, config.projection, config.seed)
+        tmp = path.with_suffix(".tmp")
+        save_file({"weight": weight, "bias": bias}, str(tmp), metadata={"kind": config.projection})
+        os.replace(tmp, path)
+    accelerator.wait_for_everyone()
+    tensors = load_file(str(path))
+    return torch.from_numpy(tensors["weight"]), torch.from_numpy(tensors["bias"])
+
+
+# --- stage 4: the student ---------------------------------------------------------------------------
+
+def build_student(base, dim, layers=None, seed=42):
+    """(HPDModel, tokenizer): the base's encoder (optionally only `layers`) under a fresh dim-d tanh head.
+
+    `base` is an HPD or sentence-transformers model, or a plain BERT checkpoint (e.g. TinyBERT)."""
+    from transformers import AutoTokenizer, BertModel
+
+    from training.convert import load_hpd, model_format, resolve
+
+    folder = resolve(base)
+    try:
+        model_format(folder)
+        source, tokenizer = load_hpd(folder)
+        encoder, pooling, max_seq_length = source.bert, source.config.pooling, source.config.max_seq_length
+    except ValueError:  # no sentence encoder: maybe a plain BERT checkpoint
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type") \
+            if (folder / "config.json").is_file() else None
+        if model_type != "bert":
+            raise ValueError(f"student {base} is neither an HPD, sentence-transformers nor BERT model folder "
+                             f"(model_type {model_type!r}); HPD students are BERT-family encoders.") from None
+        encoder = BertModel.from_pretrained(folder, add_pooling_layer=False)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        pooling, max_seq_length = "mean", min(256, encoder.config.max_position_embeddings)
+
+    layer_count = encoder.config.num_hidden_layers
+    layers = list(range(layer_count)) if layers is None else list(layers)
+    if not layers or any(not 0 <= i < layer_count for i in layers) or layers != sorted(set(layers)):
+        raise ValueError(f"--layers {','.join(map(str, layers))} must be increasing layer indices from 0 to "
+                         f"{layer_count - 1} (the student base has {layer_count} layers).")
+    fields = {k: v for k, v in encoder.config.to_dict().items()
+              if k not in ("model_type", "architectures", "auto_map", "pooling", "embedding_dim",
+                           "projection_activation", "projection_bias", "normalize", "max_seq_length")}
+    config = HPDConfig(**{**fields, "num_hidden_layers": len(layers)}, pooling=pooling, embedding_dim=dim,
+                       projection_activation="tanh", normalize=False, max_seq_length=max_seq_length)
+    torch.manual_seed(seed)
+    student = HPDModel(config)
+    renamed = {}
+    for key, value in encoder.state_dict().items():
+        if key.startswith("encoder.layer."):
+            index, rest = key[len("encoder.layer."):].split(".", 1)
+            if int(index) not in layers:
+                continue
+            key = f"encoder.layer.{layers.index(int(index))}.{rest}"
+        renamed[key] = value
+    student.bert.load_state_dict(renamed, strict=True)
+    tokenizer.model_max_length = max_seq_length
+    return student, tokenizer
+
+
+def student_embeddings(model, tokenizer, sentences, batch_size, device):
+    model.eval()
+    with torch.inference_mode():
+        out = []
+        for start in range(0, len(sentences), batch_size):
+            features = tokenizer(sentences[start : start + batch_size], padding=True, truncation=True,
+                                 max_length=model.config.max_seq_length, return_tensors="pt").to(device)
+            out.append(model(**features).sentence_embedding.float())
+    model.train()
+    return torch.cat(out)
+
+
+def validate(model, tokenizer, valid, valid_targets, stsb_dev, device, batch_size):
+    """valid MSE against the projected teacher vectors, and STS-B dev Spearman x 100 when given."""
+    from eval.sts import spearman_x100
+
+    predicted = student_embeddings(model, tokenizer, valid, batch_size, device)
+    figures = {"valid_mse": float(torch.nn.functional.mse_loss(predicted, valid_targets.to(device)))}
+    if stsb_dev is not None:
+        e1 = student_embeddings(model, tokenizer, stsb_dev.sentences1, batch_size, device).cpu().numpy()
+        e2 = student_embeddings(model, tokenizer, stsb_dev.sentences2, batch_size, device).cpu().numpy()
+        figures["stsb_dev_spearman"] = round(float(spearman_x100(e1, e2, stsb_dev.scores)), 4)
+    return figures
+
+
+def training_stage(config, work, student, stsb_dev, train, valid, store, projection, accelerator):
+    from transformers import get_linear_schedule_with_warmup
+
+    from training.convert import save_hpd_folder
+
+    weight, bias = projection
+    model, tokenizer = student
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    eval_steps = config.eval_steps or steps_per_epoch
+    valid_targets = targets(store.rows(np.arange(len(valid))), weight, bias)
+
+    checkpoints, log_path, best_dir = work / "checkpoints", work / "train_log.jsonl", work / "best"
+    state = {"step": 0, "best_metric": None, "best_step": None, "best_figures": None, "finished": False}
+    latest = latest_checkpoint(checkpoints)
+    if latest is not None:
+        accelerator.load_state(str(latest))
+        state = json.loads((latest / "trainer_state.json").read_text())
+        accelerator.print(f"Resuming training from step {state['step']} ({latest}).")
+    if accelerator.is_main_process:
+        truncate_log(log_path, state["step"])
+    if state["finished"]:
+        return state
+
+    def evaluate_and_checkpoint(step):
+        if accelerator.is_main_process:
+            figures = validate(accelerator.unwrap_model(model), tokenizer, valid, valid_targets, stsb_dev,
+                               accelerator.device, config.teacher_batch_size)
+            append_log(log_path, {"step": step, **figures})
+            metric = figures.get("stsb_dev_spearman", -figures["valid_mse"])
+            if state["best_metric"] is None or metric > state["best_metric"]:
+                state.update(best_metric=metric, best_step=step, best_figures=figures)
+                save_hpd_folder(accelerator.unwrap_model(model), tokenizer, best_dir)
+            bar.set_postfix(figures)
+        state["step"], state["finished"] = step, step >= total_steps
+        save_checkpoint(accelerator, checkpoints, state)
+        # every process continues with the main process's view of the best model
+        state.update(json.loads((latest_checkpoint(checkpoints) / "trainer_state.json").read_text()))
+
+    bar = tqdm(total=total_steps, initial=state["step"], desc="Training", unit="step",
+               disable=not accelerator.is_main_process)
+    if state["step"] == 0:
+        evaluate_and_checkpoint(0)  # the starting point, logged before the first step
+    model.train()
+    started, seen = time.perf_counter(), 0
+    for step in range(state["step"] + 1, total_steps + 1):
+        epoch, position = divmod(step - 1, steps_per_epoch)
+        order = np.random.default_rng(config.seed + epoch).permutation(len(train))
+        batch = order[position * config.batch_size : (position + 1) * config.batch_size]
+        mine = batch[accelerator.process_index :: accelerator.num_processes]  # this process's share
+        features = tokenizer([train[i] for i in mine], padding=True, truncation=True,
+                             max_length=tokenizer.model_max_length, return_tensors="pt").to(accelerator.device)
+        goal = targets(store.rows(len(valid) + mine), weight, bias).to(accelerator.device)
+        with accelerator.autocast():
+            loss = torch.nn.functional.mse_loss(model(**features).sentence_embedding.float(), goal)
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        seen += len(batch)
+        bar.update(1)
+        if accelerator.is_main_process and (step % config.log_steps == 0 or step == total_steps):
+            rate = seen / (time.perf_counter() - started)
+            append_log(log_path, {"step": step, "epoch": epoch, "loss": round(loss.item(), 8),
+                                  "lr": scheduler.get_last_lr()[0], "sentences_per_s": round(rate, 1)})
+            bar.set_postfix(loss=f"{loss.item():.3g}", sent_s=f"{rate:.0f}")
+        if step % eval_steps == 0 or step == total_steps:
+            evaluate_and_checkpoint(step)
+            model.train()
+    bar.close()
+    return state
+
+
+def targets(teacher_vectors, weight, bias):
+    return torch.from_numpy(teacher_vectors) @ weight.T + bias
+
+
+def latest_checkpoint(folder):
+    done = sorted(p.parent for p in Path(folder).glob("step_*/trainer_state.json"))
+    return done[-1] if done else None
+
+
+def save_checkpoint(accelerator, folder, state):
+    """Writes step_N (model, optimizer, scheduler, RNG) then its trainer_state.json, which marks it complete."""
+    path = Path(folder) / f"step_{state['step']:09d}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        _write_atomic(path / "trainer_state.json", json.dumps(state))
+        for old in Path(folder).glob("step_*"):
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def append_log(path, record):
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def truncate_log(path, step):
+    """Drops records written after the checkpoint a run resumes from, so no step appears twice."""
+    if Path(path).is_file():
+        kept = [line for line in Path(path).read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        _write_atomic(Path(path), "".join(line + "\n" for line in kept))
+
+
+# --- the whole run -----------------------------------------------------------------------------------
+
+def distill(config):
+    """Runs every stage (skipping finished ones) and returns the output folder."""
+    from accelerate import Accelerator
+
+    from eval.sts import load_stsb_split
+
+    cuda = torch.cuda.is_available()
+    mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed)
+    work, output = Path(config.work_dir), Path(config.output)
+    check_work_dir(work, config, accelerator)
+    # Cheap checks first: a bad --layers or --sts-dev must not wait for hours of teacher encoding.
+    student = build_student(config.student, config.dim, config.layers, config.seed)
+    stsb_dev = load_stsb_split(config.sts_dev, "dev") if config.sts_dev else None
+
+    if accelerator.is_main_process:
+        prepare_sentences_stage(config, work)
+    accelerator.wait_for_everyone()
+    train, valid, corpus = prepare_sentences_stage(config, work)
+    accelerator.print(f"Corpus: {corpus['train']} training and {corpus['valid']} validation sentences.")
+    if len(train) < max(config.dim, config.pca_sentences if config.projection != "none" else 0):
+        raise ValueError(f"the corpus has {len(train)} training sentences, fewer than --pca-sentences "
+                         f"{config.pca_sentences} or --dim {config.dim}; lower them or add text.")
+    if config.projection != "none" and config.pca_sentences < config.dim:
+        raise ValueError(f"--pca-sentences {config.pca_sentences} is fewer than --dim {config.dim}: PCA needs at "
+                         "least as many sentences as dimensions.")
+
+    store = teacher_stage(config, work, valid + train, accelerator)
+    projection = projection_stage(config, work, store, len(valid), accelerator)
+    state = training_stage(config, work, student, stsb_dev, train, valid, store, projection, accelerator)
+
+    if accelerator.is_main_process:
+        if output.exists():
+            shutil.rmtree(output)
+        shutil.copytree(work / "best", output)
+        record = {
+            "settings": dataclasses.asdict(config),
+            "teacher": config.teacher,
+            "student": config.student,
+            "corpus": corpus,
+            "processes": accelerator.num_processes,
+            "best_step": state["best_step"],
+            "validation": state["best_figures"],
+            "selected_by": "stsb_dev_spearman" if config.sts_dev else "valid_mse",
+        }
+        _write_atomic(output / "distill_config.json", json.dumps(record, indent=2) + "\n")
+        accelerator.print(f"Best step {state['best_step']}: {state['best_figures']}. HPD model written to {output}")
+    accelerator.wait_for_everyone()
+    return output
+
+
+def check_work_dir(work, config, accelerator):
+    """A work dir belongs to one set of settings: resuming with others would mix artefacts."""
+    settings_file = work / "settings.json"
+    settings = json.loads(json.dumps(config.artefact_settings()))
+    if settings_file.is_file():
+        saved = json.loads(settings_file.read_text())
+        changed = [f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(saved) | set(settings))
+                   if saved.get(k) != settings.get(k)]
+        if changed:
+            raise ValueError(f"work dir {work} was made with different settings ({'; '.join(changed)}); "
+                             f"pass another --work-dir or delete {work} to start fresh.")
+    accelerator.wait_for_everyone()  # everyone compares before the main process writes
+    if accelerator.is_main_process and not settings_file.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        _write_atomic(settings_file, json.dumps(settings, indent=2))
+    accelerator.wait_for_everyone()
+
+
+def load_config_file(path):
+    """Settings from a YAML or TOML file; keys are the flag names (dashes or underscores)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path}: no such file.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            values = tomllib.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+    except Exception as error:
+        raise ValueError(f"config file {path} cannot be parsed: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of setting: value.")
+    values = {key.replace("-", "_"): value for key, value in values.items()}
+    unknown = sorted(set(values) - DistillConfig.fields())
+    if unknown:
+        raise ValueError(f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(DistillConfig.fields()))}.")
+    return values
+
+
+def _write_atomic(path, text):
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _save_npy_atomic(path, array):
+    tmp = Path(path).with_name(Path(path).name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
