@@ -28,22 +28,15 @@ SENTENCES = [
 ]
 
 
-def tiny_config(**head):
-    head = {"embedding_dim": 16, **head}
-    return HPDConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        **head,
-    )
+def tiny_config(**fields):
+    defaults = dict(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=64, max_position_embeddings=64, embedding_dim=16)
+    return HPDConfig(**{**defaults, **fields})
 
 
-def tiny_model(seed=0, **head):
+def tiny_model(seed=0, **fields):
     torch.manual_seed(seed)
-    return HPDModel(tiny_config(**head)).eval()
+    return HPDModel(tiny_config(**fields)).eval()
 
 
 @pytest.fixture(scope="session")

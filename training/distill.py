@@ -103,6 +103,8 @@ def prepare_sentences_stage(config, work):
         train, valid, digest = prepare_sentences(config.corpus, config.max_sentences, config.valid_sentences,
                                                  config.seed)
         folder.mkdir(parents=True, exist_ok=True)
+        # The work dir now holds artefacts of these settings (a run that failed earlier left nothing).
+        _write_atomic(work / "settings.json", json.dumps(config.artefact_settings(), indent=2))
         _write_atomic(folder / "train.txt", "\n".join(train) + "\n")
         _write_atomic(folder / "valid.txt", "\n".join(valid) + "\n")
         _write_atomic(info_file, json.dumps({"train": len(train), "valid": len(valid), "sha256": digest}))
@@ -410,9 +412,10 @@ def distill(config):
 
     cuda = torch.cuda.is_available()
     mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed)
+    # Each step's global batch is split across processes here, so the schedule advances once per step.
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, step_scheduler_with_optimizer=False)
     work, output = Path(config.work_dir), Path(config.output)
-    check_work_dir(work, config, accelerator)
+    check_work_dir(work, config)
     # Cheap checks first: a bad --layers or --sts-dev must not wait for hours of teacher encoding.
     student = build_student(config.student, config.dim, config.layers, config.seed)
     stsb_dev = load_stsb_split(config.sts_dev, "dev") if config.sts_dev else None
@@ -453,22 +456,17 @@ def distill(config):
     return output
 
 
-def check_work_dir(work, config, accelerator):
+def check_work_dir(work, config):
     """A work dir belongs to one set of settings: resuming with others would mix artefacts."""
     settings_file = work / "settings.json"
-    settings = json.loads(json.dumps(config.artefact_settings()))
     if settings_file.is_file():
         saved = json.loads(settings_file.read_text())
+        settings = json.loads(json.dumps(config.artefact_settings()))
         changed = [f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(saved) | set(settings))
                    if saved.get(k) != settings.get(k)]
         if changed:
             raise ValueError(f"work dir {work} was made with different settings ({'; '.join(changed)}); "
                              f"pass another --work-dir or delete {work} to start fresh.")
-    accelerator.wait_for_everyone()  # everyone compares before the main process writes
-    if accelerator.is_main_process and not settings_file.is_file():
-        work.mkdir(parents=True, exist_ok=True)
-        _write_atomic(settings_file, json.dumps(settings, indent=2))
-    accelerator.wait_for_everyone()
 
 
 def load_config_file(path):

@@ -1,0 +1,326 @@
+"""hpd distill on tiny in-process models: every stage, resuming, the projection, layers, config files, errors."""
+
+import gzip
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hpd_cli
+from conftest import REPO, WORDS, tiny_model
+from modeling_hpd import HPDModel
+from training.convert import save_hpd_folder
+from training.corpus import prepare_sentences, read_corpus, wiki_sentences
+from training.distill import DistillConfig, TeacherStore, build_student, distill, fit_projection
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("models")
+    save_hpd_folder(tiny_model(seed=1, embedding_dim=24), tokenizer, root / "teacher")
+    save_hpd_folder(tiny_model(seed=2, embedding_dim=None, **NO_DROPOUT), tokenizer, root / "student")
+    rng = random.Random(0)
+    sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) + "." for _ in range(700)]
+    (root / "corpus.txt").write_text("\n".join(sentences) + "\n")
+    return root
+
+
+def config_for(models, tmp_path, **overrides):
+    settings = dict(teacher=str(models / "teacher"), student=str(models / "student"), corpus=[str(models / "corpus.txt")],
+                    output=str(tmp_path / "out"), dim=8, pca_sentences=100, valid_sentences=20, epochs=2,
+                    batch_size=32, warmup_steps=3, eval_steps=5, chunk_size=64, log_steps=1)
+    return DistillConfig(**{**settings, **overrides})
+
+
+def read_log(config):
+    return [json.loads(line) for line in open(os.path.join(config.work_dir, "train_log.jsonl"))]
+
+
+def test_full_run_writes_every_artefact(models, tmp_path):
+    config = config_for(models, tmp_path)
+    output = distill(config)
+    work = tmp_path / "out.work"
+    assert {p.name for p in work.iterdir()} >= {"settings.json", "sentences", "teacher", "projection.safetensors",
+                                                 "checkpoints", "train_log.jsonl", "best"}
+    record = json.loads((output / "distill_config.json").read_text())
+    assert record["teacher"] == config.teacher and record["student"] == config.student
+    assert record["settings"]["dim"] == 8 and record["corpus"]["valid"] == 20
+    assert len(record["corpus"]["sha256"]) == 64 and record["selected_by"] == "valid_mse"
+
+    log = read_log(config)
+    assert log[0] == {"step": 0, "valid_mse": log[0]["valid_mse"]}  # validation before the first step
+    evaluations = [r for r in log if "valid_mse" in r]
+    assert [r["step"] for r in evaluations] == [0, 5, 10, 15, 20, 25, 30, 35, 40, 44]
+    assert evaluations[-1]["valid_mse"] < 0.5 * evaluations[0]["valid_mse"]
+    assert {"loss", "lr", "sentences_per_s"} <= set(log[1])
+    assert record["validation"]["valid_mse"] == min(r["valid_mse"] for r in evaluations)
+
+    model = HPDModel.from_pretrained(output)
+    assert model.config.embedding_dim == 8 and model.config.projection_activation == "tanh"
+    assert model.encode(["the cat sleeps."]).shape == (1, 8)
+
+
+def test_finished_stages_are_skipped(models, tmp_path, monkeypatch):
+    config = config_for(models, tmp_path, epochs=1)
+    distill(config)
+    before = (tmp_path / "out" / "model.safetensors").read_bytes()
+
+    import eval.sts
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the teacher stage ran again")
+
+    monkeypatch.setattr(eval.sts, "encode_by_length", no_encoding)
+    monkeypatch.setattr(torch.optim.AdamW, "step", no_encoding)
+    distill(config)
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
+
+
+def test_resume_after_a_kill_in_teacher_encoding(models, tmp_path, monkeypatch):
+    import eval.sts
+    from eval.sts import encode_by_length, load_encoder
+
+    config = config_for(models, tmp_path, epochs=1)
+    calls = []
+
+    def dies_on_the_fourth_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return encode_by_length(*args, **kwargs)
+
+    monkeypatch.setattr(eval.sts, "encode_by_length", dies_on_the_fourth_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        distill(config)
+    chunks = sorted((tmp_path / "out.work" / "teacher").glob("chunk_*.npy"))
+    assert [c.name for c in chunks] == ["chunk_000000.npy", "chunk_000001.npy", "chunk_000002.npy"]
+
+    encoded_again = []
+    monkeypatch.setattr(eval.sts, "encode_by_length", lambda *a, **k: encoded_again.append(1) or encode_by_length(*a, **k))
+    distill(config)
+    sentences = [*(tmp_path / "out.work/sentences/valid.txt").read_text().splitlines(),
+                 *(tmp_path / "out.work/sentences/train.txt").read_text().splitlines()]
+    store = TeacherStore(tmp_path / "out.work" / "teacher", len(sentences), config.chunk_size)
+    assert len(encoded_again) == store.chunk_count - 3  # only the missing chunks
+    teacher, size = load_encoder(config.teacher), config.chunk_size
+    expected = np.concatenate([encode_by_length(teacher, sentences[i : i + size], show_progress_bar=False)
+                               for i in range(0, len(sentences), size)])
+    np.testing.assert_array_equal(store.rows(np.arange(len(sentences))), expected)  # none lost, none twice
+
+
+def test_resume_after_a_kill_in_training_continues_from_the_checkpoint(models, tmp_path, monkeypatch, capsys):
+    reference = config_for(models, tmp_path / "a")
+    distill(reference)
+
+    config = config_for(models, tmp_path / "b")
+    real_step, steps = torch.optim.AdamW.step, []
+
+    def dies_at_step_8(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 8:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", dies_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        distill(config)
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    distill(config)
+    assert "Resuming training from step 5" in capsys.readouterr().out
+
+    log = read_log(config)
+    trained = [r["step"] for r in log if "loss" in r]
+    assert trained == list(range(1, 45))  # every step once: the killed steps 6-7 were dropped and redone
+    assert [r for r in log if "valid_mse" in r] == [r for r in read_log(reference) if "valid_mse" in r]
+    a, b = load_file(tmp_path / "a" / "out" / "model.safetensors"), load_file(tmp_path / "b" / "out" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_projection_is_the_uncentred_pca_of_the_sample():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)) + 3.0  # far from the origin
+    weight, bias = fit_projection(vectors, 4, "pca")
+    _, _, vt = np.linalg.svd(vectors - vectors.mean(0), full_matrices=False)
+    signs = np.sign((weight * vt[:4]).sum(1))
+    np.testing.assert_allclose(weight, signs[:, None] * vt[:4], atol=1e-5)
+    assert not bias.any()  # applied to t itself, not t - mean
+
+    centred_weight, centred_bias = fit_projection(vectors, 4, "pca-centered")
+    np.testing.assert_allclose(centred_weight, weight, atol=1e-6)
+    np.testing.assert_allclose(centred_bias, -weight @ vectors.mean(0), atol=1e-4)
+    identity, zero = fit_projection(vectors, 12, "none")
+    assert np.array_equal(identity, np.eye(12)) and not zero.any()
+
+
+def test_layer_reduction_keeps_the_chosen_layers(tmp_path, tokenizer):
+    base = tiny_model(seed=4, embedding_dim=None, num_hidden_layers=3)
+    save_hpd_folder(base, tokenizer, tmp_path / "base")
+    student, _ = build_student(str(tmp_path / "base"), dim=6, layers=[0, 2])
+    assert student.config.num_hidden_layers == 2 and student.projection.out_features == 6
+    for name, value in base.bert.encoder.layer[2].state_dict().items():
+        assert torch.equal(student.bert.encoder.layer[1].state_dict()[name], value)
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, base.bert.embeddings.word_embeddings.weight)
+
+    base.bert.save_pretrained(tmp_path / "plain-bert")  # a plain checkpoint, as TinyBERT is published
+    tokenizer.save_pretrained(tmp_path / "plain-bert")
+    config = json.loads((tmp_path / "plain-bert" / "config.json").read_text())
+    (tmp_path / "plain-bert" / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    plain, _ = build_student(str(tmp_path / "plain-bert"), dim=6, layers=[1])
+    assert torch.equal(plain.bert.encoder.layer[0].output.dense.weight, base.bert.encoder.layer[1].output.dense.weight)
+
+    for layers in ([3], [2, 0], [], [1, 1]):
+        with pytest.raises(ValueError, match="must be increasing layer indices from 0 to 2"):
+            build_student(str(tmp_path / "base"), dim=6, layers=layers)
+
+
+# --- corpora ------------------------------------------------------------------------------------
+
+def test_wikiextractor_shards_become_sentences(tmp_path):
+    shard = tmp_path / "wiki" / "AA" / "wiki_00"
+    shard.parent.mkdir(parents=True)
+    shard.write_text('<doc id="1" url="u" title="Town">\nTown\n\nTown is a small place in the north of the country. '
+                     'It had 1,200 people in 2010 according to the census. Tiny.\nHistory.\n'
+                     'The town was founded by settlers who came from the coast in 1850!\n</doc>\n')
+    assert list(read_corpus([tmp_path / "wiki"])) == [
+        "Town is a small place in the north of the country.",
+        "It had 1,200 people in 2010 according to the census.",
+        "The town was founded by settlers who came from the coast in 1850!"]
+    assert list(wiki_sentences(["word " * 70 + "end."])) == []  # over 64 words
+
+
+def test_plain_gzip_and_allnli_corpora(tmp_path):
+    with gzip.open(tmp_path / "lines.txt.gz", "wt") as handle:
+        handle.write("first line\n\nsecond line\n")
+    with gzip.open(tmp_path / "AllNLI.tsv.gz", "wt") as handle:
+        handle.write("split\tdataset\tfilename\tsentence1\tsentence2\tlabel\n"
+                     "train\tSNLI\tx\tA man eats.\tSomeone eats.\tentailment\n"
+                     "dev\tSNLI\tx\tHeld out.\tAlso held out.\tneutral\n")
+    assert list(read_corpus([tmp_path / "lines.txt.gz", tmp_path / "AllNLI.tsv.gz"])) == [
+        "first line", "second line", "A man eats.", "Someone eats."]
+
+
+def test_deduplicated_seeded_shuffle_and_split(tmp_path):
+    (tmp_path / "c.txt").write_text("".join(f"sentence {i % 50}\n" for i in range(200)))
+    train, valid, digest = prepare_sentences([tmp_path / "c.txt"], valid_sentences=10, seed=1)
+    assert len(train) == 40 and len(valid) == 10 and len(set(train + valid)) == 50
+    assert prepare_sentences([tmp_path / "c.txt"], valid_sentences=10, seed=1) == (train, valid, digest)
+    assert prepare_sentences([tmp_path / "c.txt"], valid_sentences=10, seed=2)[0] != train
+    assert len(prepare_sentences([tmp_path / "c.txt"], max_sentences=5, valid_sentences=10)[0]) == 5
+
+
+# --- configuration files ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix, text", [
+    (".yaml", "teacher: T\nstudent: S\ncorpus: [a.txt]\noutput: out\ndim: 64\nwarmup-steps: 7\n"),
+    (".toml", 'teacher = "T"\nstudent = "S"\ncorpus = ["a.txt"]\noutput = "out"\ndim = 64\nwarmup-steps = 7\n'),
+])
+def test_config_file_with_flags_overriding_it(tmp_path, monkeypatch, suffix, text):
+    import training.distill
+
+    seen = []
+    monkeypatch.setattr(training.distill, "distill", seen.append)
+    (tmp_path / f"run{suffix}").write_text(text)
+    assert hpd_cli.main(["distill", "--config", str(tmp_path / f"run{suffix}"), "--dim", "32"]) == 0
+    assert (seen[0].teacher, seen[0].corpus, seen[0].dim, seen[0].warmup_steps) == ("T", ["a.txt"], 32, 7)
+
+
+def test_config_file_errors(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("teacher: T\ntemperature: 2\n")
+    assert hpd_cli.main(["distill", "--config", str(tmp_path / "bad.yaml")]) == 1
+    assert "unknown setting(s) temperature" in capsys.readouterr().err
+    assert hpd_cli.main(["distill", "--teacher", "T"]) == 1
+    assert "--student, --corpus, --output must be given" in capsys.readouterr().err
+
+
+# --- many processes ---------------------------------------------------------------------------------
+
+def test_two_processes_produce_the_same_artefacts_as_one(models, tmp_path):
+    args = ["--teacher", str(models / "teacher"), "--student", str(models / "student"), "--corpus",
+            str(models / "corpus.txt"), "--dim", "8", "--pca-sentences", "100", "--valid-sentences", "20",
+            "--epochs", "1", "--batch-size", "32", "--warmup-steps", "3", "--eval-steps", "5", "--chunk-size", "64"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "hpd_cli", "distill", *args, "--output", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, cwd=REPO)
+    assert single.returncode == 0, single.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "hpd_cli", "distill",
+                             *args, "--output", str(tmp_path / "two")], capture_output=True, text=True, env=env, cwd=REPO)
+    assert double.returncode == 0, double.stderr[-3000:]
+
+    one, two = tmp_path / "one.work", tmp_path / "two.work"
+    assert sorted(p.name for p in (one / "teacher").iterdir()) == sorted(p.name for p in (two / "teacher").iterdir())
+    for chunk in (one / "teacher").iterdir():
+        assert np.array_equal(np.load(chunk), np.load(two / "teacher" / chunk.name))
+    assert (one / "projection.safetensors").read_bytes() == (two / "projection.safetensors").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
+    a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert json.loads((tmp_path / "two" / "distill_config.json").read_text())["processes"] == 2
+
+
+# --- bad input: one clear line ------------------------------------------------------------------------
+
+def run_distill(capsys, models, tmp_path, *extra, corpus=None):
+    args = ["distill", "--teacher", str(models / "teacher"), "--student", str(models / "student"),
+            "--corpus", str(corpus or models / "corpus.txt"), "--output", str(tmp_path / "out"), "--dim", "8",
+            "--pca-sentences", "100", "--valid-sentences", "20", "--epochs", "1", *extra]
+    code = hpd_cli.main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_error_for_an_empty_corpus(models, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert "holds no sentences" in run_distill(capsys, models, tmp_path, corpus=tmp_path / "empty.txt")
+
+
+def test_error_for_an_unreadable_corpus(models, tmp_path, capsys):
+    assert "no such file or folder" in run_distill(capsys, models, tmp_path, corpus=tmp_path / "absent.txt")
+    (tmp_path / "broken.txt.gz").write_bytes(b"not gzip at all")
+    # the same output again: a run that failed on its corpus left no settings to conflict with
+    assert "cannot be read" in run_distill(capsys, models, tmp_path, corpus=tmp_path / "broken.txt.gz")
+
+
+def test_error_for_too_few_sentences(models, tmp_path, capsys):
+    err = run_distill(capsys, models, tmp_path, "--pca-sentences", "5000")
+    assert "fewer than --pca-sentences 5000" in err
+
+
+def test_error_for_a_dim_larger_than_the_teacher(models, tmp_path, capsys):
+    assert "larger than the teacher's embedding dimension (24)" in run_distill(capsys, models, tmp_path, "--dim", "32")
+
+
+def test_error_for_layers_out_of_range(models, tmp_path, capsys):
+    assert "0 to 1" in run_distill(capsys, models, tmp_path, "--layers", "0,5")
+
+
+def test_error_for_a_teacher_that_cannot_encode(models, tmp_path, capsys):
+    broken = tmp_path / "broken-teacher"
+    broken.mkdir()
+    (broken / "modules.json").write_text("[]")
+    args = ["distill", "--teacher", str(broken), "--student", str(models / "student"), "--corpus",
+            str(models / "corpus.txt"), "--output", str(tmp_path / "out"), "--pca-sentences", "100",
+            "--valid-sentences", "20", "--dim", "8"]
+    assert hpd_cli.main(args) == 1
+    assert "broken-teacher" in capsys.readouterr().err
+
+
+def test_error_for_a_work_dir_made_with_other_settings(models, tmp_path, capsys):
+    distill(config_for(models, tmp_path, epochs=1))
+    capsys.readouterr()
+    err = run_distill(capsys, models, tmp_path, "--dim", "6", "--chunk-size", "64", "--batch-size", "32",
+                      "--warmup-steps", "3", "--eval-steps", "5")
+    assert "was made with different settings (dim: 8 -> 6" in err and "to start fresh" in err
