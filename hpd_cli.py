@@ -61,6 +61,35 @@ def distill_command(args):
     distill(DistillConfig(**values))
 
 
+def release_command(args):
+    from training.release import build_release, check_release
+
+    if args.check:
+        problems = check_release(args.check)
+        if problems:
+            raise ValueError(f"{args.check} is not fit to push: {'; '.join(problems)}.")
+        print(f"{args.check}: files, model card and both loaders check out.")
+        return
+    missing = [flag for flag, value in (("MODEL", args.model), ("--out", args.out), ("--repo-id", args.repo_id))
+               if value is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} must be given (or --check DIR to check a release folder).")
+    out, reference = build_release(args.model, args.out, args.repo_id, args.results or (), args.mteb_results,
+                                   args.license, args.base_model)
+    problems = check_release(out, reference)
+    if problems:
+        raise ValueError(f"the release folder {out} failed its checks, nothing was pushed: {'; '.join(problems)}.")
+    print(f"Release folder {out} (checked: both loaders reproduce the model, the card parses):")
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        print(f"  {path.relative_to(out)}  ({path.stat().st_size:,} bytes)")
+    if args.push:
+        from training.hub_push import push_folder
+
+        url = push_folder(out, args.repo_id, private=args.private, revision=args.revision,
+                          commit_message=args.commit_message or f"Release {args.repo_id} with hpd release")
+        print(f"Pushed in one commit: {url}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="hpd", description="HPD sentence-embedding toolkit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -142,6 +171,27 @@ def build_parser():
     distill.add_argument("--store-dtype", choices=("float16", "float32"), help="teacher store dtype (default float32)")
     distill.add_argument("--log-steps", type=int, help="training log interval (default 50)")
     distill.set_defaults(run=distill_command)
+
+    release = commands.add_parser(
+        "release",
+        help="build, check and optionally push a Hub-ready model folder",
+        description="Build the folder that goes to the Hub (weights, remote code, tokenizer, sentence-transformers "
+        "files, model card with results), check it (both loaders in fresh offline processes reproduce the model, "
+        "the card's metadata parses) and, with --push, upload it in one commit.",
+    )
+    release.add_argument("model", nargs="?", help="HPD or sentence-transformers model folder (or Hub id)")
+    release.add_argument("--out", help="release folder to write")
+    release.add_argument("--repo-id", help="Hub repository, ORG/NAME")
+    release.add_argument("--results", nargs="+", help="`hpd eval sts --output` files of this model")
+    release.add_argument("--mteb-results", help="`hpd eval mteb --output-folder` of this model")
+    release.add_argument("--license", default="apache-2.0", help="licence id for the card (default: %(default)s)")
+    release.add_argument("--base-model", help="Hub id of the student's base model for the card")
+    release.add_argument("--push", action="store_true", help="upload to the Hub after the checks pass")
+    release.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    release.add_argument("--revision", default="main", help="branch to commit to (default: %(default)s)")
+    release.add_argument("--commit-message", help="commit message for --push")
+    release.add_argument("--check", metavar="DIR", help="only check an existing release folder")
+    release.set_defaults(run=release_command)
     return parser
 
 

@@ -62,8 +62,7 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
         task_result.to_disk(folder / f"{task_result.task_name}.json")
     # the same model_meta.json that ResultCache.save_to_cache writes next to the results
     (folder / "model_meta.json").write_text(json.dumps(meta.to_dict(), default=str, indent=4), encoding="utf-8")
-    meta_file = folder / "model_meta.py"
-    meta_file.write_text(META_HEADER + f"{_variable_name(meta.name)} = {meta.to_python()}\n", encoding="utf-8")
+    meta_file = write_model_meta(model, encoder, name, folder / "model_meta.py", meta)
 
     main_scores = {r.task_name: r.get_score() for r in result.task_results}  # main_score is cosine_spearman
     order = [MTEB_NAMES.get(name, name) for name in names]
@@ -73,6 +72,13 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
         "model_meta_file": str(meta_file),
         "data_source": data_source,
     }
+
+
+def write_model_meta(model, encoder, name, path, meta=None):
+    """The model's ModelMeta as Python source for a pull request to mteb."""
+    meta = meta or _model_meta(model, encoder, name)
+    Path(path).write_text(META_HEADER + f"{_variable_name(meta.name)} = {meta.to_python()}\n", encoding="utf-8")
+    return Path(path)
 
 
 def _feed_local_data(mteb_tasks, pairs):

@@ -266,8 +266,12 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
         }
     scores = {task: round(d["spearman"], 2) for task, d in details.items()}
     scores["Avg"] = round(float(np.mean([d["spearman"] for d in details.values()])), 2)
+    from training.convert import weights_sha256
+
+    local_folder = isinstance(model, (str, Path)) and Path(model).expanduser().is_dir()
     return {
         "model": str(model) if isinstance(model, (str, Path)) else type(model).__name__,
+        "model_sha256": weights_sha256(Path(model).expanduser()) if local_folder else None,
         "protocol": protocol,
         "data": str(data_dir),
         "scores": scores,

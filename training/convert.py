@@ -181,6 +181,20 @@ def convert(source, output_dir, to="hpd"):
     return save(model, tokenizer, output_dir)
 
 
+def weights_sha256(folder):
+    """SHA-256 over a model folder's weight files (paths and bytes): which model a results file belongs to."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.suffix in (".safetensors", ".bin") and path.is_file():
+            digest.update(str(path.relative_to(folder)).encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_sentence_transformers_folder(folder):
     """Finds what sentence-transformers would fail on obscurely, and says it in one line."""
     modules = _read_json(folder / "modules.json")
