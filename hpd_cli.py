@@ -207,7 +207,8 @@ def main(argv=None):
     except (ValueError, OSError) as error:
         if os.environ.get("HPD_DEBUG"):
             raise
-        print(f"hpd {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())  # library messages can span lines; ours is one line
+        print(f"hpd {args.command}: error: {message}", file=sys.stderr)
         return 1
     return 0
 

@@ -44,7 +44,7 @@ def build_release(model, out, repo_id, results_files=(), mteb_results=None, lice
     """Writes the release folder `out` for `model` (HPD or sentence-transformers folder, or Hub id)."""
     check_repo_id(repo_id)
     source = resolve(model)
-    if not any(source.rglob(name) for name in TOKENIZER_FILES):
+    if not any(any(source.rglob(name)) for name in TOKENIZER_FILES):
         raise FileNotFoundError(f"{source} has no tokenizer (tokenizer.json or vocab.txt); copy the tokenizer files "
                                 "of the model's base into it.")
     results = [load_results(path, source) for path in results_files]
