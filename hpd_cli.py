@@ -167,6 +167,8 @@ def build_parser():
     distill.add_argument("--seed", type=int, help="default 42")
     distill.add_argument("--work-dir", help="artefacts and checkpoints (default: OUTPUT.work)")
     distill.add_argument("--teacher-batch-size", type=int, help="teacher encoding batch size (default 64)")
+    distill.add_argument("--micro-batch-size", type=int,
+                         help="sentences per forward pass, grouped by length; gradients add up to --batch-size (default 32)")
     distill.add_argument("--chunk-size", type=int, help="teacher vectors per stored chunk (default 8192)")
     distill.add_argument("--store-dtype", choices=("float16", "float32"), help="teacher store dtype (default float32)")
     distill.add_argument("--log-steps", type=int, help="training log interval (default 50)")

@@ -13,6 +13,7 @@ The same command runs in one process or under `torchrun` / `accelerate launch`: 
 shared out across processes, training is data-parallel (DDP) through accelerate.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -53,6 +54,7 @@ class DistillConfig:
     seed: int = 42
     work_dir: str | None = None  # default: <output>.work
     teacher_batch_size: int = 64
+    micro_batch_size: int = 32  # sentences per forward pass; the optimiser still sees --batch-size
     chunk_size: int = 8192  # teacher vectors per stored chunk: the most a killed run can lose
     store_dtype: str = "float32"
     log_steps: int = 50
@@ -68,7 +70,7 @@ class DistillConfig:
         if self.store_dtype not in ("float16", "float32"):
             raise ValueError(f"--store-dtype must be float16 or float32; got {self.store_dtype!r}.")
         for name in ("dim", "pca_sentences", "valid_sentences", "epochs", "batch_size", "chunk_size",
-                     "teacher_batch_size", "log_steps"):
+                     "teacher_batch_size", "log_steps", "micro_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(self, name)!r}.")
         for name in ("max_sentences", "eval_steps"):
@@ -87,7 +89,7 @@ class DistillConfig:
     def artefact_settings(self):
         """Everything that shapes the work dir's artefacts (so a resumed run may not change it)."""
         settings = dataclasses.asdict(self)
-        for name in ("output", "work_dir", "log_steps", "teacher_batch_size"):
+        for name in ("output", "work_dir", "log_steps", "teacher_batch_size", "micro_batch_size"):
             settings.pop(name)
         return settings
 
@@ -346,12 +348,9 @@ def training_stage(config, work, student, stsb_dev, train, valid, store, project
         order = np.random.default_rng(config.seed + epoch).permutation(len(train))
         batch = order[position * config.batch_size : (position + 1) * config.batch_size]
         mine = batch[accelerator.process_index :: accelerator.num_processes]  # this process's share
-        features = tokenizer([train[i] for i in mine], padding=True, truncation=True,
-                             max_length=tokenizer.model_max_length, return_tensors="pt").to(accelerator.device)
-        goal = targets(store.rows(len(valid) + mine), weight, bias).to(accelerator.device)
-        with accelerator.autocast():
-            loss = torch.nn.functional.mse_loss(model(**features).sentence_embedding.float(), goal)
-        accelerator.backward(loss)
+        loss = accumulate_gradients(model, tokenizer, [train[i] for i in mine],
+                                    targets(store.rows(len(valid) + mine), weight, bias), config.micro_batch_size,
+                                    accelerator)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
@@ -359,14 +358,35 @@ def training_stage(config, work, student, stsb_dev, train, valid, store, project
         bar.update(1)
         if accelerator.is_main_process and (step % config.log_steps == 0 or step == total_steps):
             rate = seen / (time.perf_counter() - started)
-            append_log(log_path, {"step": step, "epoch": epoch, "loss": round(loss.item(), 8),
+            append_log(log_path, {"step": step, "epoch": epoch, "loss": round(loss, 8),
                                   "lr": scheduler.get_last_lr()[0], "sentences_per_s": round(rate, 1)})
-            bar.set_postfix(loss=f"{loss.item():.3g}", sent_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{loss:.3g}", sent_s=f"{rate:.0f}")
         if step % eval_steps == 0 or step == total_steps:
             evaluate_and_checkpoint(step)
             model.train()
     bar.close()
     return state
+
+
+def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, accelerator):
+    """Gradients of MSE(student(sentences), goal) over the whole batch; returns the loss.
+
+    The batch runs as micro-batches of similar length: on CPU, padding a random batch to its longest
+    sentence costs about 4x. Each micro-batch adds its share of the mean, so the gradient is the
+    full batch's; processes synchronise gradients only after the last one."""
+    token_ids = tokenizer(sentences, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
+    by_length = np.argsort([len(ids) for ids in token_ids], kind="stable")
+    parts = [by_length[start : start + micro_batch_size] for start in range(0, len(by_length), micro_batch_size)]
+    elements, total = goal.numel(), 0.0
+    for number, part in enumerate(parts):
+        features = tokenizer.pad({"input_ids": [token_ids[i] for i in part]}, return_tensors="pt").to(accelerator.device)
+        last = number == len(parts) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
+            predicted = model(**features).sentence_embedding.float()
+            loss = ((predicted - goal[part].to(accelerator.device)) ** 2).sum() / elements
+            accelerator.backward(loss)
+        total += loss.item()
+    return total
 
 
 def targets(teacher_vectors, weight, bias):
