@@ -140,6 +140,7 @@ def build_parser():
     mteb.add_argument("--name", help="ORG/NAME for the results and ModelMeta (default: local/<folder> or the Hub id)")
     mteb.add_argument("--batch-size", type=int, default=64)
     mteb.set_defaults(run=eval_mteb_command)
+
     distill = commands.add_parser(
         "distill",
         help="distil a teacher into a small HPD student",
