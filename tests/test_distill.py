@@ -42,15 +42,16 @@ def config_for(models, tmp_path, **overrides):
 
 
 def read_log(config):
-    return [json.loads(line) for line in open(os.path.join(config.work_dir, "train_log.jsonl"))]
+    return [json.loads(line) for line in open(config.run_dir() / "train_log.jsonl")]
 
 
 def test_full_run_writes_every_artefact(models, tmp_path):
     config = config_for(models, tmp_path)
     output = distill(config)
     work = tmp_path / "out.work"
-    assert {p.name for p in work.iterdir()} >= {"settings.json", "sentences", "teacher", "projection.safetensors",
-                                                 "checkpoints", "train_log.jsonl", "best"}
+    assert {p.name for p in work.iterdir()} == {"settings.json", "sentences", "teacher",
+                                                "projection-pca-d8-n100.safetensors", config.run_dir().name}
+    assert {p.name for p in config.run_dir().iterdir()} == {"settings.json", "checkpoints", "train_log.jsonl", "best"}
     record = json.loads((output / "distill_config.json").read_text())
     assert record["teacher"] == config.teacher and record["student"] == config.student
     assert record["settings"]["dim"] == 8 and record["corpus"]["valid"] == 20
@@ -263,7 +264,8 @@ def test_two_processes_produce_the_same_artefacts_as_one(models, tmp_path):
     assert sorted(p.name for p in (one / "teacher").iterdir()) == sorted(p.name for p in (two / "teacher").iterdir())
     for chunk in (one / "teacher").iterdir():
         assert np.array_equal(np.load(chunk), np.load(two / "teacher" / chunk.name))
-    assert (one / "projection.safetensors").read_bytes() == (two / "projection.safetensors").read_bytes()
+    projection = "projection-pca-d8-n100.safetensors"
+    assert (one / projection).read_bytes() == (two / projection).read_bytes()
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
     a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
@@ -318,9 +320,21 @@ def test_error_for_a_teacher_that_cannot_encode(models, tmp_path, capsys):
     assert "broken-teacher" in capsys.readouterr().err
 
 
-def test_error_for_a_work_dir_made_with_other_settings(models, tmp_path, capsys):
+def test_error_for_a_work_dir_made_with_other_data_settings(models, tmp_path, capsys):
     distill(config_for(models, tmp_path, epochs=1))
     capsys.readouterr()
-    err = run_distill(capsys, models, tmp_path, "--dim", "6", "--chunk-size", "64", "--batch-size", "32",
-                      "--warmup-steps", "3", "--eval-steps", "5")
-    assert "was made with different settings (dim: 8 -> 6" in err and "to start fresh" in err
+    err = run_distill(capsys, models, tmp_path, "--seed", "7", "--chunk-size", "64")
+    assert "was made with different settings (seed: 42 -> 7)" in err and "to start fresh" in err
+
+
+def test_other_training_settings_reuse_the_teacher_vectors(models, tmp_path, monkeypatch):
+    import eval.sts
+
+    first = config_for(models, tmp_path, epochs=1)
+    distill(first)
+    monkeypatch.setattr(eval.sts, "encode_by_length", lambda *a, **k: pytest.fail("the teacher ran again"))
+    second = config_for(models, tmp_path, epochs=1, lr=3e-4, projection="pca-centered", dim=6)
+    distill(second)
+    assert first.run_dir() != second.run_dir() and first.run_dir().is_dir()
+    assert (tmp_path / "out.work" / "projection-pca-centered-d6-n100.safetensors").is_file()
+    assert HPDModel.from_pretrained(tmp_path / "out").config.embedding_dim == 6

@@ -5,9 +5,12 @@ that artefact is complete and resumes when it is not:
 
 1. sentences   corpus -> de-duplicated, shuffled train/valid lists      work/sentences/
 2. teacher     teacher embeddings of every sentence, in chunks on disk   work/teacher/chunk_*.npy
-3. projection  PCA of `pca_sentences` teacher vectors -> d x D map       work/projection.safetensors
-4. training    student(s) -> W t(s) + b, MSE, AdamW, warm-up            work/checkpoints/, work/train_log.jsonl
+3. projection  PCA of `pca_sentences` teacher vectors -> d x D map       work/projection-*.safetensors
+4. training    student(s) -> W t(s) + b, MSE, AdamW, warm-up            work/run-<hash>/
 5. output      best checkpoint (STS-B dev, else valid MSE) as HPD folder --output, with distill_config.json
+
+Stages 1-2 (the expensive teacher vectors) belong to the data settings of the work dir; every
+projection and training configuration gets artefacts of its own beside them, so ablations share them.
 
 The same command runs in one process or under `torchrun` / `accelerate launch`: teacher chunks are
 shared out across processes, training is data-parallel (DDP) through accelerate.
@@ -15,6 +18,7 @@ shared out across processes, training is data-parallel (DDP) through accelerate.
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -31,6 +35,7 @@ from configuration_hpd import HPDConfig
 from modeling_hpd import HPDModel
 
 PROJECTIONS = ("pca", "pca-centered", "none")
+DATA_SETTINGS = ("corpus", "max_sentences", "valid_sentences", "seed", "teacher", "chunk_size", "store_dtype")
 
 
 @dataclasses.dataclass
@@ -86,12 +91,23 @@ class DistillConfig:
     def fields(cls):
         return {f.name for f in dataclasses.fields(cls)}
 
-    def artefact_settings(self):
-        """Everything that shapes the work dir's artefacts (so a resumed run may not change it)."""
+    def data_settings(self):
+        """What shapes the shared sentences and teacher vectors: a work dir holds one set of these."""
+        return {name: getattr(self, name) for name in DATA_SETTINGS}
+
+    def run_settings(self):
+        """What shapes one projection + training run on top of the data (its folder is named by their hash)."""
         settings = dataclasses.asdict(self)
-        for name in ("output", "work_dir", "log_steps", "teacher_batch_size", "micro_batch_size"):
+        for name in (*DATA_SETTINGS, "output", "work_dir", "log_steps", "teacher_batch_size", "micro_batch_size"):
             settings.pop(name)
         return settings
+
+    def run_dir(self):
+        digest = hashlib.sha256(json.dumps(self.run_settings(), sort_keys=True).encode()).hexdigest()[:10]
+        return Path(self.work_dir) / f"run-{digest}"
+
+    def projection_path(self):
+        return Path(self.work_dir) / f"projection-{self.projection}-d{self.dim}-n{self.pca_sentences}.safetensors"
 
 
 # --- stage 1: sentences -------------------------------------------------------------------------
@@ -106,7 +122,7 @@ def prepare_sentences_stage(config, work):
                                                  config.seed)
         folder.mkdir(parents=True, exist_ok=True)
         # The work dir now holds artefacts of these settings (a run that failed earlier left nothing).
-        _write_atomic(work / "settings.json", json.dumps(config.artefact_settings(), indent=2))
+        _write_atomic(work / "settings.json", json.dumps(config.data_settings(), indent=2))
         _write_atomic(folder / "train.txt", "\n".join(train) + "\n")
         _write_atomic(folder / "valid.txt", "\n".join(valid) + "\n")
         _write_atomic(info_file, json.dumps({"train": len(train), "valid": len(valid), "sha256": digest}))
@@ -207,8 +223,8 @@ def fit_projection(vectors, dim, kind, seed=0):
     return weight, bias
 
 
-def projection_stage(config, work, store, valid_count, accelerator):
-    path = work / "projection.safetensors"
+def projection_stage(config, store, valid_count, accelerator):
+    path = config.projection_path()
     if accelerator.is_main_process and not path.is_file():
         sample = store.rows(np.arange(valid_count, valid_count + config.pca_sentences))
         weight, bias = fit_projection(sample, config.dim, config.projection, config.seed)
@@ -295,7 +311,7 @@ def validate(model, tokenizer, valid, valid_targets, stsb_dev, device, batch_siz
     return figures
 
 
-def training_stage(config, work, student, stsb_dev, train, valid, store, projection, accelerator):
+def training_stage(config, student, stsb_dev, train, valid, store, projection, accelerator):
     from transformers import get_linear_schedule_with_warmup
 
     from training.convert import save_hpd_folder
@@ -310,7 +326,12 @@ def training_stage(config, work, student, stsb_dev, train, valid, store, project
     eval_steps = config.eval_steps or steps_per_epoch
     valid_targets = targets(store.rows(np.arange(len(valid))), weight, bias)
 
-    checkpoints, log_path, best_dir = work / "checkpoints", work / "train_log.jsonl", work / "best"
+    run = config.run_dir()
+    checkpoints, log_path, best_dir = run / "checkpoints", run / "train_log.jsonl", run / "best"
+    if accelerator.is_main_process and not (run / "settings.json").is_file():
+        run.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run / "settings.json", json.dumps(config.run_settings(), indent=2))  # for the reader
+    accelerator.wait_for_everyone()
     state = {"step": 0, "best_metric": None, "best_step": None, "best_figures": None, "finished": False}
     latest = latest_checkpoint(checkpoints)
     if latest is not None:
@@ -453,19 +474,20 @@ def distill(config):
                          "least as many sentences as dimensions.")
 
     store = teacher_stage(config, work, valid + train, accelerator)
-    projection = projection_stage(config, work, store, len(valid), accelerator)
-    state = training_stage(config, work, student, stsb_dev, train, valid, store, projection, accelerator)
+    projection = projection_stage(config, store, len(valid), accelerator)
+    state = training_stage(config, student, stsb_dev, train, valid, store, projection, accelerator)
 
     if accelerator.is_main_process:
         if output.exists():
             shutil.rmtree(output)
-        shutil.copytree(work / "best", output)
+        shutil.copytree(config.run_dir() / "best", output)
         record = {
             "settings": dataclasses.asdict(config),
             "teacher": config.teacher,
             "student": config.student,
             "corpus": corpus,
             "processes": accelerator.num_processes,
+            "run_dir": str(config.run_dir()),
             "best_step": state["best_step"],
             "validation": state["best_figures"],
             "selected_by": "stsb_dev_spearman" if config.sts_dev else "valid_mse",
@@ -477,11 +499,11 @@ def distill(config):
 
 
 def check_work_dir(work, config):
-    """A work dir belongs to one set of settings: resuming with others would mix artefacts."""
+    """A work dir belongs to one corpus and teacher: other data settings would mix teacher vectors."""
     settings_file = work / "settings.json"
     if settings_file.is_file():
         saved = json.loads(settings_file.read_text())
-        settings = json.loads(json.dumps(config.artefact_settings()))
+        settings = json.loads(json.dumps(config.data_settings()))
         changed = [f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(saved) | set(settings))
                    if saved.get(k) != settings.get(k)]
         if changed:
