@@ -51,7 +51,7 @@ def main():
 
     gap = max(abs(plain_scores[t] - results["tasks"][t]["spearman"]) for t in plain_scores)
     print(f"model {args.model}; torch threads {torch.get_num_threads()}; model load {load_seconds:.1f} s")
-    print(f"| method | wall s | sentences encoded | sentences/s |\n|---|---|---|---|")
+    print("| method | wall s | sentences encoded | sentences/s |\n|---|---|---|---|")
     print(f"| plain SentenceTransformer.encode loop | {plain_seconds:.1f} | {plain_encoded} | "
           f"{plain_encoded / plain_seconds:.0f} |")
     print(f"| hpd eval sts (each distinct sentence once, equal-length batches) | {hpd_seconds:.1f} | "

@@ -297,7 +297,7 @@ def format_table(results, compare=False):
             theirs = [values[TASKS.index(t)] for t in tasks]
             theirs.append(values[-1] if len(tasks) == len(TASKS) else round(float(np.mean(theirs)), 2))
             rows.append((f"{published} (paper)", theirs))
-            rows.append((f"  difference", [a - b for a, b in zip(ours, theirs)]))
+            rows.append(("  difference", [a - b for a, b in zip(ours, theirs)]))
     width = max(len(label) for label, _ in rows)
     lines = [" " * width + "".join(f"{h:>9}" for h in headings)]
     for label, values in rows:

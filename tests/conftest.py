@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants
 from transformers import BertTokenizer
 
 from configuration_hpd import HPDConfig
+from hub_server import HubServer
 from modeling_hpd import HPDModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,3 +69,26 @@ def shared_data():
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"the shared data folder {SHARED_DATA} is absent (set HPD_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def hub_env(monkeypatch, tmp_path):
+    """A push environment: token "dummy", classic LFS path, offline mode off, an empty HF_HOME."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_TOKEN", "dummy")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    return monkeypatch
+
+
+@pytest.fixture
+def hub(hub_env):
+    with HubServer() as server:
+        hub_env.setenv("HF_ENDPOINT", server.url)
+        yield server
+        unknown = [request for request in server.requests if request[2] == 404]
+        assert not unknown, f"the client sent requests the fake Hub does not know: {unknown}"

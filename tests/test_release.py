@@ -4,14 +4,12 @@ import json
 import random
 import shutil
 
-import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 
 import hpd_cli
 from conftest import tiny_model
 from training.convert import save_hpd_folder, weights_sha256
-from test_hub_push import hub, hub_env  # noqa: F401 (fixtures: the fake Hub on 127.0.0.1)
 from training.release import REQUIRED_FILES, build_release, check_release, example_sentences
 
 SCORES = {"STS12": 70.1, "STS13": 80.2, "STS14": 75.3, "STS15": 82.4, "STS16": 79.5, "STSBenchmark": 81.6,
