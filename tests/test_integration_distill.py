@@ -19,7 +19,8 @@ def test_student_learns_the_projected_teacher(minilm_path, shared_data, tmp_path
         "--eval-steps", "20", "--sts-dev", str(shared_data / "senteval"), "--output", str(output)])
     assert code == 0, capsys.readouterr().err[-3000:]
 
-    log = [json.loads(line) for line in (tmp_path / "student.work" / "train_log.jsonl").open()]
+    (run,) = (tmp_path / "student.work").glob("run-*")
+    log = [json.loads(line) for line in (run / "train_log.jsonl").open()]
     evaluations = [record for record in log if "valid_mse" in record]
     start, best = evaluations[0], min(record["valid_mse"] for record in evaluations)
     print(f"valid MSE {start['valid_mse']:.5f} -> {best:.5f}; STS-B dev "
