@@ -209,6 +209,20 @@ def test_plain_gzip_and_allnli_corpora(tmp_path):
         "first line", "second line", "A man eats.", "Someone eats."]
 
 
+def test_senteval_transfer_folder_drops_labels_and_ids(tmp_path):
+    root = tmp_path / "senteval_transfer"
+    for folder in ("SNLI", "TREC", "SST/binary", "MRPC"):
+        (root / folder).mkdir(parents=True)
+    (root / "SNLI" / "s1.dev").write_text("A dog runs .\n")
+    (root / "TREC" / "TREC_10.label").write_text("NUM:dist How far is it to Aspen ?\n")
+    (root / "SST" / "binary" / "sentiment-dev").write_text("a charming journey . \t1\n")
+    (root / "MRPC" / "msr_paraphrase_test.txt").write_text(
+        "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t10\t11\tShares fell .\tStocks dropped .\n")
+    (root / "SOURCE.txt").write_text("not a corpus file\n")
+    assert list(read_corpus([root])) == ["A dog runs .", "a charming journey .", "How far is it to Aspen ?",
+                                         "Shares fell .", "Stocks dropped ."]
+
+
 def test_deduplicated_seeded_shuffle_and_split(tmp_path):
     (tmp_path / "c.txt").write_text("".join(f"sentence {i % 50}\n" for i in range(200)))
     train, valid, digest = prepare_sentences([tmp_path / "c.txt"], valid_sentences=10, seed=1)

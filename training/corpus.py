@@ -2,7 +2,8 @@
 
 - plain text, one sentence per line (`.txt`, any name, optionally `.gz`);
 - the AllNLI `.tsv.gz` (or `.tsv`) the paper used: header with `split`, `sentence1`, `sentence2`; train rows;
-- WikiExtractor shards (`<doc ...>` ... `</doc>`, one paragraph per line): paragraphs split into sentences.
+- WikiExtractor shards (`<doc ...>` ... `</doc>`, one paragraph per line): paragraphs split into sentences;
+- SentEval's transfer-task folder (data/downstream: SNLI, MR, CR, SUBJ, MPQA, SST, TREC, MRPC), labels dropped.
 A folder is read file by file, sorted by path. Sentences are de-duplicated, shuffled with a seed and split.
 """
 
@@ -19,6 +20,31 @@ MIN_WORDS, MAX_WORDS = 6, 64
 # A sentence ends at . ! or ? (maybe closed by a quote or bracket) followed by space and a capital or digit.
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
 FINAL_PUNCTUATION = re.compile(r"[.!?][\"')\]]?$")
+
+
+# SentEval's transfer-task files, by path pattern inside the folder: how to get the text out of a line.
+SENTEVAL_TRANSFER = {
+    "SNLI/s[12].*": lambda line: line,
+    "MR/rt-polarity.*": lambda line: line,
+    "CR/custrev.*": lambda line: line,
+    "SUBJ/subj.*": lambda line: line,
+    "MPQA/mpqa.*": lambda line: line,
+    "SST/binary/sentiment-*": lambda line: line.rsplit(None, 1)[0] if " " in line.strip() else "",  # label last
+    "TREC/*.label": lambda line: line.split(None, 1)[1] if " " in line.strip() else "",  # "COARSE:fine" first
+    "MRPC/msr_paraphrase_*.txt": lambda line: line.split("\t")[3:5] if line[:1].isdigit() else [],  # both strings
+}
+
+
+def senteval_transfer_sentences(folder):
+    """The text of a SentEval data/downstream transfer folder, labels and ids dropped."""
+    for pattern, extract in SENTEVAL_TRANSFER.items():
+        for path in sorted(folder.glob(pattern)):
+            with _open_text(path) as handle:
+                for line in handle:
+                    texts = extract(line.strip().lstrip("\ufeff"))
+                    for text in [texts] if isinstance(texts, str) else texts:
+                        if text.strip():
+                            yield text.strip()
 
 
 def _open_text(path):
@@ -69,6 +95,9 @@ def read_file(path):
 def read_corpus(paths):
     """Every sentence of `paths` (files or folders), in order, with duplicates."""
     for path in map(Path, paths):
+        if path.is_dir() and (path / "SNLI").is_dir() and (path / "TREC").is_dir():
+            yield from senteval_transfer_sentences(path)
+            continue
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
             if not files:
