@@ -103,7 +103,8 @@ def test_mteb_results_become_a_submission(tiny_folder, tmp_path):
     namespace = {}
     exec((out / "mteb" / "model_meta.py").read_text(), namespace)
     assert [v.name for k, v in namespace.items() if type(v).__name__ == "ModelMeta"] == ["my-org/tiny-hpd"]
-    assert "embeddings-benchmark/results" in (out / "SUBMITTING.md").read_text()
+    submitting = (out / "SUBMITTING.md").read_text()
+    assert "embeddings-benchmark/results" in submitting and "copying `mteb/results/my-org__tiny-hpd/`" in submitting
 
 
 # --- bad input: one clear line -------------------------------------------------------------------

@@ -181,7 +181,7 @@ def copy_mteb_results(mteb_results, out, repo_id):
         if path.name != "model_meta.json":
             shutil.copy(path, target / path.name)
     write_model_meta(str(out), load_encoder(str(out)), repo_id, out / "mteb" / "model_meta.py")
-    (out / "SUBMITTING.md").write_text(SUBMITTING.format(repo_id=repo_id, folder=target.relative_to(out)),
+    (out / "SUBMITTING.md").write_text(SUBMITTING.format(repo_id=repo_id, folder=target.parent.relative_to(out)),
                                        encoding="utf-8")
 
 
@@ -191,12 +191,12 @@ SUBMITTING = """# Submitting {repo_id} to the MTEB leaderboard
 2. Open a pull request to https://github.com/embeddings-benchmark/mteb adding the model's `ModelMeta`
    (`mteb/model_meta.py` here) to `mteb/models/model_implementations/`; fill in the fields left `None`
    (release date, training datasets, licence if not set).
-3. Open a pull request to https://github.com/embeddings-benchmark/results adding `{folder}/` as
-   `results/{repo_id_path}/...`.
+3. Open a pull request to https://github.com/embeddings-benchmark/results copying `{folder}/`
+   into that repository's `results/` folder (its layout is `results/<org>__<name>/<revision>/<Task>.json`).
 
 Only submit results computed on the official task data: results fed from local copies that differ
 from MTEB's (the local SICK.txt, for instance) do not belong in the results repository.
-""".replace("{repo_id_path}", "{repo_id}")
+"""
 
 
 def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE):
