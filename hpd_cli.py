@@ -75,7 +75,7 @@ def release_command(args):
     if missing:
         raise ValueError(f"{', '.join(missing)} must be given (or --check DIR to check a release folder).")
     out, reference = build_release(args.model, args.out, args.repo_id, args.results or (), args.mteb_results,
-                                   args.license, args.base_model)
+                                   args.license, args.base_model, weights_dtype=args.weights_dtype)
     problems = check_release(out, reference)
     if problems:
         raise ValueError(f"the release folder {out} failed its checks, nothing was pushed: {'; '.join(problems)}.")
@@ -189,6 +189,9 @@ def build_parser():
     release.add_argument("--mteb-results", help="`hpd eval mteb --output-folder` of this model")
     release.add_argument("--license", default="apache-2.0", help="licence id for the card (default: %(default)s)")
     release.add_argument("--base-model", help="Hub id of the student's base model for the card")
+    release.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
+                         help="how the weights are stored; float16 halves the folder and still computes in float32 "
+                         "(default: %(default)s)")
     release.add_argument("--push", action="store_true", help="upload to the Hub after the checks pass")
     release.add_argument("--private", action="store_true", help="create the Hub repository as private")
     release.add_argument("--revision", default="main", help="branch to commit to (default: %(default)s)")

@@ -5,6 +5,7 @@ import random
 import shutil
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
 import hpd_cli
@@ -56,6 +57,26 @@ def test_release_folder_card_and_checks(tiny_folder, tmp_path, capsys):
     assert "{{" not in card.content and "{%" not in card.content
     assert "both loaders reproduce the model" in capsys.readouterr().out
     assert check_release(out) == []
+
+
+def test_float16_release_is_half_the_size_and_computes_in_float32(tiny_folder, tmp_path, capsys):
+    from safetensors import safe_open
+    from transformers import AutoModel
+
+    code = hpd_cli.main(["release", str(tiny_folder), "--out", str(tmp_path / "release"), "--repo-id",
+                         "my-org/tiny-hpd", "--weights-dtype", "float16"])
+    assert code == 0, capsys.readouterr().err  # the command's own check: both loaders match the rounded model
+    out = tmp_path / "release"
+    with safe_open(out / "model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.float16}
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
+    size16, size32 = (out / "model.safetensors").stat().st_size, (tiny_folder / "model.safetensors").stat().st_size
+    assert size16 < 0.55 * size32
+    model = AutoModel.from_pretrained(out, trust_remote_code=True)
+    assert model.dtype == torch.float32
+    full = AutoModel.from_pretrained(tiny_folder, trust_remote_code=True).encode(example_sentences())
+    half = model.encode(example_sentences())
+    assert 0 < abs(half - full).max() < 1e-2  # rounded weights: close to, not equal to, the float32 model
 
 
 def test_card_leaves_out_what_it_does_not_know(tmp_path, tokenizer):

@@ -115,12 +115,26 @@ def from_sentence_transformers(folder):
     return model, transformer.tokenizer
 
 
-def save_hpd_folder(model, tokenizer, output_dir):
-    """Writes an HPD folder that loads with AutoModel, SentenceTransformer and HPDModel (all with the same weights)."""
+def save_hpd_folder(model, tokenizer, output_dir, weights_dtype="float32"):
+    """Writes an HPD folder that loads with AutoModel, SentenceTransformer and HPDModel (all with the same weights).
+
+    With `weights_dtype="float16"` the weights are stored in half precision (half the bytes) while config.json
+    keeps `dtype: float32`, so every loader computes in float32; `model` itself is left rounded to float16
+    precision, i.e. it computes exactly what the folder loads as."""
+    if weights_dtype not in ("float32", "float16"):
+        raise ValueError(f"weights dtype must be 'float32' or 'float16'; got {weights_dtype!r}.")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.model_max_length = model.config.max_seq_length  # the same truncation for every loader
-    model.save_pretrained(output_dir)
+    if weights_dtype == "float16":
+        compute_dtype = model.dtype
+        model.half().save_pretrained(output_dir)
+        model.to(compute_dtype)
+        config = _read_json(output_dir / "config.json")
+        config["dtype"] = str(compute_dtype).removeprefix("torch.")  # transformers loads in this dtype
+        (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    else:
+        model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
 
     # sentence-transformers writes its own description of the folder: one Transformer module whose

@@ -40,8 +40,11 @@ def check_repo_id(repo_id):
 
 
 def build_release(model, out, repo_id, results_files=(), mteb_results=None, license="apache-2.0", base_model=None,
-                  template=TEMPLATE):
-    """Writes the release folder `out` for `model` (HPD or sentence-transformers folder, or Hub id)."""
+                  template=TEMPLATE, weights_dtype="float32"):
+    """Writes the release folder `out` for `model` (HPD or sentence-transformers folder, or Hub id).
+
+    Returns (out, the embeddings of the card's examples that both loaders must reproduce). With
+    `weights_dtype="float16"` the weights are stored in half precision and still computed in float32."""
     check_repo_id(repo_id)
     source = resolve(model)
     if not any(any(source.rglob(name)) for name in TOKENIZER_FILES):
@@ -55,7 +58,7 @@ def build_release(model, out, repo_id, results_files=(), mteb_results=None, lice
         shutil.rmtree(out)
 
     hpd_model, tokenizer = load_hpd(source)
-    save_hpd_folder(hpd_model, tokenizer, out)
+    save_hpd_folder(hpd_model, tokenizer, out, weights_dtype=weights_dtype)
     distill_config = None
     if (source / "distill_config.json").is_file():
         shutil.copy(source / "distill_config.json", out / "distill_config.json")
