@@ -7,8 +7,52 @@ prints it as one line (set HPD_DEBUG=1 for the traceback).
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from eval.sts import TASKS
+
+# The project's default model: HPD distilled from all-mpnet-base-v2 into 4 layers of all-MiniLM-L6-v2 at 128-d
+# (docs/reproduction.md). It ships with the repository; `hpd encode` and `hpd eval` use it when no model is given.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "releases" / "HPD-MiniLM-L4-F128"
+
+
+def model_or_default(model):
+    if model is not None:
+        return model
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        raise FileNotFoundError(f"the default model {DEFAULT_MODEL} is missing (it ships with a clone of the "
+                                "repository, not with a wheel); pass --model FOLDER_OR_HUB_ID.")
+    return str(DEFAULT_MODEL)
+
+
+def encode_command(args):
+    import numpy as np
+
+    from eval.sts import encode_by_length, load_encoder
+
+    if bool(args.sentences) == bool(args.input):
+        raise ValueError("give the sentences either as arguments or with --input FILE (one per line, - for stdin).")
+    if args.input:
+        try:
+            handle = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--input {args.input}: no such file.") from None
+        with handle:
+            sentences = [line.rstrip("\r\n") for line in handle]  # line i -> row i, blank lines included
+    else:
+        sentences = args.sentences
+    if not any(sentence.strip() for sentence in sentences):
+        raise ValueError(f"no sentences to encode in {args.input or 'the arguments'}.")
+    encoder = load_encoder(model_or_default(args.model))
+    embeddings = encode_by_length(encoder, sentences, batch_size=args.batch_size,
+                                  show_progress_bar=len(sentences) > args.batch_size)
+    if args.normalize:
+        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    if args.output:
+        np.save(args.output, embeddings)
+        print(f"Wrote {args.output}: {embeddings.shape[0]} x {embeddings.shape[1]} float32", file=sys.stderr)
+    else:
+        np.savetxt(sys.stdout, embeddings, fmt="%.6f", delimiter=" ")
 
 
 def convert_command(args):
@@ -21,7 +65,7 @@ def convert_command(args):
 def eval_sts_command(args):
     from eval.sts import evaluate_sts, format_table, write_results
 
-    results = evaluate_sts(args.model, args.data, protocol=args.protocol, tasks=args.tasks,
+    results = evaluate_sts(model_or_default(args.model), args.data, protocol=args.protocol, tasks=args.tasks,
                            batch_size=args.batch_size, max_seq_length=args.max_seq_length)
     print(format_table(results, compare=args.compare))
     print(f"{results['distinct_sentences']} distinct sentences encoded at {results['sentences_per_s']} sentences/s; "
@@ -39,8 +83,8 @@ def eval_mteb_command(args):
     if args.name is not None and args.name.count("/") != 1:
         raise ValueError(f"--name must look like ORG/NAME; got {args.name!r}.")
 
-    result = run_mteb(args.model, args.tasks, args.output_folder, data_dir=args.data, batch_size=args.batch_size,
-                      name=args.name)
+    result = run_mteb(model_or_default(args.model), args.tasks, args.output_folder, data_dir=args.data,
+                      batch_size=args.batch_size, name=args.name)
     width = max(len(task) for task in result["scores"])
     for task, score in result["scores"].items():
         print(f"{task:<{width}}  {score:6.2f}")
@@ -106,6 +150,21 @@ def build_parser():
     convert.add_argument("--to", choices=("hpd", "sentence-transformers"), default="hpd", help="output format (default: hpd)")
     convert.set_defaults(run=convert_command)
 
+    encode = commands.add_parser(
+        "encode",
+        help="embed sentences (the default model unless --model)",
+        description="Embed sentences given as arguments or one per line in --input (row i is line i). Writes a "
+        "float32 .npy array with --output, else prints one embedding per line.",
+    )
+    encode.add_argument("sentences", nargs="*", help="sentences to embed")
+    encode.add_argument("--input", help="text file with one sentence per line, or - for stdin")
+    encode.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
+                        "default model in releases/)")
+    encode.add_argument("--output", help="write the embeddings here as a .npy array")
+    encode.add_argument("--normalize", action="store_true", help="scale each embedding to unit length")
+    encode.add_argument("--batch-size", type=int, default=64)
+    encode.set_defaults(run=encode_command)
+
     evaluate = commands.add_parser("eval", help="evaluate a model on STS (the paper's table) or with MTEB")
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="BENCHMARK")
     sts = eval_commands.add_parser(
@@ -114,7 +173,8 @@ def build_parser():
         description="Score a model on STS12-16 (SentEval 'all' setting), STS-B test and SICK-R test: Spearman "
         "correlation x 100 between cosine similarity and gold scores. Each distinct sentence is encoded once.",
     )
-    sts.add_argument("--model", required=True, help="HPD folder, sentence-transformers folder or Hub id")
+    sts.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
+                     "default model in releases/)")
     sts.add_argument("--data", required=True, help="data folder: SentEval layout (senteval) or raw releases (mteb)")
     sts.add_argument("--protocol", choices=("senteval", "mteb"), default="senteval",
                      help="senteval: the SimCSE/HPD papers' tokenised data (default); mteb: raw text as MTEB reads it")
@@ -132,7 +192,8 @@ def build_parser():
         "the local raw releases and the Hub is never used; without it mteb downloads as usual. Results land in "
         "mteb's layout OUT/<org>__<name>/<revision>/<Task>.json, with the model's ModelMeta as Python source.",
     )
-    mteb.add_argument("--model", required=True, help="HPD folder, sentence-transformers folder or Hub id")
+    mteb.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
+                      "default model in releases/)")
     mteb.add_argument("--tasks", default="STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICK-R",
                       help="comma-separated mteb task names (default: %(default)s)")
     mteb.add_argument("--data", help="folder of the raw official releases (e.g. ../shared/data/sts-raw)")
