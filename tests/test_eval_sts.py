@@ -212,3 +212,5 @@ def test_output_json_has_the_scores_scripts_rely_on(sts12, tmp_path):
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(saved["scores"]) == {"STS12", "Avg"} and saved["protocol"] == "senteval"
     assert {"versions", "wall_seconds", "sentences_per_s", "tasks", "distinct_sentences"} <= set(saved)
+    assert saved["parameters"] is None  # a stand-in encoder without torch parameters
+    assert saved["embedding_dim"] == len(encoder.encode(["STS12 MSRvid 1 right"])[0])

@@ -35,4 +35,5 @@ def test_mteb_protocol_reproduces_minilm_published_scores(minilm_path, shared_da
         assert results["scores"][task] == pytest.approx(published, abs=0.02), task
     # SICK-R: 9,840 local pairs against MTEB's 9,927 (published 77.58), so close but not identical
     assert 76.5 < results["scores"]["SICKRelatedness"] < 78.5
+    assert results["parameters"] == 22_713_216 and results["embedding_dim"] == 384  # the packaged model's size
     print(f"SICK-R on the local SICK.txt: {results['scores']['SICKRelatedness']}")

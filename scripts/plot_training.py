@@ -1,0 +1,59 @@
+"""Plot a distillation run's training curve: valid MSE and STS-B dev Spearman by step.
+
+    python scripts/plot_training.py WORK_DIR/run-<hash>/train_log.jsonl docs/training_curve.png [--title TEXT]
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+
+def read_evaluations(log_path):
+    """The evaluation records of `hpd distill`'s train_log.jsonl (those with valid_mse), in step order."""
+    path = Path(log_path)
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such training log (hpd distill writes WORK_DIR/run-<hash>/train_log.jsonl).")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    evaluations = sorted((r for r in records if "valid_mse" in r), key=lambda r: r["step"])
+    if not evaluations:
+        raise SystemExit(f"{path} holds no evaluations yet (no records with valid_mse).")
+    return evaluations
+
+
+def plot(evaluations, output, title=None):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in evaluations]
+    figure, mse_axis = plt.subplots(figsize=(7, 4), dpi=120)
+    mse_axis.plot(steps, [r["valid_mse"] for r in evaluations], "o-", color="tab:blue", label="valid MSE")
+    mse_axis.set_xlabel("optimiser step")
+    mse_axis.set_ylabel("valid MSE (projected teacher)", color="tab:blue")
+    mse_axis.set_yscale("log")
+    if any("stsb_dev_spearman" in r for r in evaluations):
+        sts_axis = mse_axis.twinx()
+        dev = [(r["step"], r["stsb_dev_spearman"]) for r in evaluations if "stsb_dev_spearman" in r]
+        sts_axis.plot(*zip(*dev), "s-", color="tab:red", label="STS-B dev Spearman x100")
+        sts_axis.set_ylabel("STS-B dev Spearman x100", color="tab:red")
+        best = max(dev, key=lambda point: point[1])
+        sts_axis.annotate(f"best {best[1]:.2f} @ {best[0]}", best, textcoords="offset points", xytext=(-60, -20))
+    mse_axis.set_title(title or "HPD distillation")
+    mse_axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(output)
+    return Path(output)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("log", help="train_log.jsonl of an hpd distill run")
+    parser.add_argument("output", help="PNG file to write")
+    parser.add_argument("--title")
+    args = parser.parse_args()
+    print(f"Wrote {plot(read_evaluations(args.log), args.output, args.title)}")
+
+
+if __name__ == "__main__":
+    main()
