@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import tiny_model
 
 import hpd_cli
-from conftest import tiny_model
 from modeling_hpd import HPDModel
 from training.convert import save_hpd_folder
 
