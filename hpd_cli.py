@@ -233,6 +233,9 @@ def build_parser():
                          help="sentences per forward pass, grouped by length; gradients add up to --batch-size (default 32)")
     distill.add_argument("--chunk-size", type=int, help="teacher vectors per stored chunk (default 8192)")
     distill.add_argument("--store-dtype", choices=("float16", "float32"), help="teacher store dtype (default float32)")
+    distill.add_argument("--teacher-dtype", choices=("float32", "bfloat16"),
+                         help="teacher compute precision (default float32; bfloat16 autocast is ~1.6x faster on CPUs "
+                         "with AVX512-BF16 or AMX, cosine to float32 >= 0.9999)")
     distill.add_argument("--log-steps", type=int, help="training log interval (default 50)")
     distill.set_defaults(run=distill_command)
 

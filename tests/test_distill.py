@@ -352,3 +352,44 @@ def test_other_training_settings_reuse_the_teacher_vectors(models, tmp_path, mon
     assert first.run_dir() != second.run_dir() and first.run_dir().is_dir()
     assert (tmp_path / "out.work" / "projection-pca-centered-d6-n100.safetensors").is_file()
     assert HPDModel.from_pretrained(tmp_path / "out").config.embedding_dim == 6
+
+
+def test_more_or_fewer_sentences_reuse_the_encoded_chunks(models, tmp_path, monkeypatch):
+    import eval.sts
+    from eval.sts import encode_by_length, load_encoder
+
+    encoded = []
+    monkeypatch.setattr(eval.sts, "encode_by_length", lambda *a, **k: encoded.append(len(a[1])) or encode_by_length(*a, **k))
+    small = config_for(models, tmp_path, epochs=1, max_sentences=250)  # 20 valid + 250 train: chunks 0-4
+    distill(small)
+    assert len(encoded) == 5 and json.loads((tmp_path / "out" / "distill_config.json").read_text())["corpus"]["train"] == 250
+
+    encoded.clear()
+    distill(config_for(models, tmp_path, epochs=1, max_sentences=400))  # chunks 0-6: only 5 and 6 are new
+    assert len(encoded) == 2
+    encoded.clear()
+    distill(config_for(models, tmp_path, epochs=1, max_sentences=120))  # inside what is there
+    assert encoded == []
+
+    sentences = [*(tmp_path / "out.work/sentences/valid.txt").read_text().splitlines(),
+                 *(tmp_path / "out.work/sentences/train.txt").read_text().splitlines()]
+    store = TeacherStore(tmp_path / "out.work" / "teacher", 420, small.chunk_size)
+    expected = encode_by_length(load_encoder(small.teacher), sentences[:448], show_progress_bar=False)
+    np.testing.assert_allclose(store.rows(np.arange(420)), expected[:420], atol=1e-6)  # same order, same vectors
+
+
+def test_bfloat16_teacher_is_close_to_float32_and_keeps_its_own_vectors(models, tmp_path):
+    fp32 = config_for(models, tmp_path, epochs=1, work_dir=str(tmp_path / "fp32"))
+    bf16 = config_for(models, tmp_path, epochs=1, work_dir=str(tmp_path / "bf16"), teacher_dtype="bfloat16")
+    vectors = []
+    for config in (fp32, bf16):
+        distill(config)
+        vectors.append(np.load(tmp_path / config.work_dir / "teacher" / "chunk_000000.npy"))
+        assert json.loads((tmp_path / config.work_dir / "settings.json").read_text())["teacher_dtype"] == config.teacher_dtype
+    assert not np.array_equal(*vectors)  # autocast really ran
+    cosines = (vectors[0] * vectors[1]).sum(1) / np.linalg.norm(vectors[0], axis=1) / np.linalg.norm(vectors[1], axis=1)
+    assert cosines.min() > 0.999
+    with pytest.raises(ValueError, match="different settings .*teacher_dtype: 'float32' -> 'bfloat16'"):
+        distill(config_for(models, tmp_path, epochs=1, work_dir=str(tmp_path / "fp32"), teacher_dtype="bfloat16"))
+    with pytest.raises(ValueError, match="--teacher-dtype must be float32 or bfloat16"):
+        config_for(models, tmp_path, teacher_dtype="float16")

@@ -4,13 +4,15 @@ The whole method, stage by stage; each stage leaves its artefact in the work dir
 that artefact is complete and resumes when it is not:
 
 1. sentences   corpus -> de-duplicated, shuffled train/valid lists      work/sentences/
-2. teacher     teacher embeddings of every sentence, in chunks on disk   work/teacher/chunk_*.npy
+2. teacher     teacher embeddings of the sentences used, in chunks       work/teacher/chunk_*.npy
 3. projection  PCA of `pca_sentences` teacher vectors -> d x D map       work/projection-*.safetensors
 4. training    student(s) -> W t(s) + b, MSE, AdamW, warm-up            work/run-<hash>/
 5. output      best checkpoint (STS-B dev, else valid MSE) as HPD folder --output, with distill_config.json
 
 Stages 1-2 (the expensive teacher vectors) belong to the data settings of the work dir; every
 projection and training configuration gets artefacts of its own beside them, so ablations share them.
+`--max-sentences` takes a prefix of the work dir's shuffled corpus and chunks are cut from that
+whole order, so a run with more (or fewer) sentences reuses every chunk already encoded.
 
 The same command runs in one process or under `torchrun` / `accelerate launch`: teacher chunks are
 shared out across processes, training is data-parallel (DDP) through accelerate.
@@ -35,7 +37,8 @@ from configuration_hpd import HPDConfig
 from modeling_hpd import HPDModel
 
 PROJECTIONS = ("pca", "pca-centered", "none")
-DATA_SETTINGS = ("corpus", "max_sentences", "valid_sentences", "seed", "teacher", "chunk_size", "store_dtype")
+DATA_SETTINGS = ("corpus", "valid_sentences", "seed", "teacher", "chunk_size", "store_dtype",
+                 "teacher_dtype")
 
 
 @dataclasses.dataclass
@@ -62,6 +65,7 @@ class DistillConfig:
     micro_batch_size: int = 32  # sentences per forward pass; the optimiser still sees --batch-size
     chunk_size: int = 8192  # teacher vectors per stored chunk: the most a killed run can lose
     store_dtype: str = "float32"
+    teacher_dtype: str = "float32"  # bfloat16: autocast, ~1.6x faster on AVX512-BF16 CPUs, cosine >= 0.9999
     log_steps: int = 50
 
     def __post_init__(self):
@@ -74,6 +78,8 @@ class DistillConfig:
             raise ValueError(f"--projection must be one of {', '.join(PROJECTIONS)}; got {self.projection!r}.")
         if self.store_dtype not in ("float16", "float32"):
             raise ValueError(f"--store-dtype must be float16 or float32; got {self.store_dtype!r}.")
+        if self.teacher_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"--teacher-dtype must be float32 or bfloat16; got {self.teacher_dtype!r}.")
         for name in ("dim", "pca_sentences", "valid_sentences", "epochs", "batch_size", "chunk_size",
                      "teacher_batch_size", "log_steps", "micro_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -113,13 +119,14 @@ class DistillConfig:
 # --- stage 1: sentences -------------------------------------------------------------------------
 
 def prepare_sentences_stage(config, work):
+    """(valid, train, corpus info). The work dir keeps the whole shuffled corpus, `valid + train` being the
+    order teacher chunks are cut from; training uses the first `max_sentences` of `train`."""
     from training.corpus import prepare_sentences
 
     folder = work / "sentences"
     info_file = folder / "corpus.json"
     if not info_file.is_file():
-        train, valid, digest = prepare_sentences(config.corpus, config.max_sentences, config.valid_sentences,
-                                                 config.seed)
+        train, valid, digest = prepare_sentences(config.corpus, None, config.valid_sentences, config.seed)
         folder.mkdir(parents=True, exist_ok=True)
         # The work dir now holds artefacts of these settings (a run that failed earlier left nothing).
         _write_atomic(work / "settings.json", json.dumps(config.data_settings(), indent=2))
@@ -128,7 +135,9 @@ def prepare_sentences_stage(config, work):
         _write_atomic(info_file, json.dumps({"train": len(train), "valid": len(valid), "sha256": digest}))
     train = (folder / "train.txt").read_text(encoding="utf-8").splitlines()
     valid = (folder / "valid.txt").read_text(encoding="utf-8").splitlines()
-    return train, valid, json.loads(info_file.read_text())
+    used = train[: config.max_sentences]
+    digest = hashlib.sha256("\n".join(valid + used).encode("utf-8")).hexdigest()
+    return valid, train, {"train": len(used), "valid": len(valid), "available": len(train), "sha256": digest}
 
 
 # --- stage 2: teacher vectors -------------------------------------------------------------------
@@ -180,22 +189,26 @@ def load_teacher(config, device):
     return teacher
 
 
-def teacher_stage(config, work, sentences, accelerator):
-    """Encodes the missing chunks; chunk i belongs to process i % world_size. Each chunk is written atomically."""
+def teacher_stage(config, work, sentences, used, accelerator):
+    """Encodes the missing chunks that cover the first `used` of `sentences` (valid + all train); chunk i is
+    always sentences[i * chunk_size : (i + 1) * chunk_size], whatever `used` is, so runs of other sizes share
+    chunks. Chunk i belongs to process i % world_size. Each chunk is written atomically."""
     from eval.sts import encode_by_length
 
-    store = TeacherStore(work / "teacher", len(sentences), config.chunk_size)
+    store = TeacherStore(work / "teacher", used, config.chunk_size)
     missing = store.missing_chunks()
     if missing:
         store.folder.mkdir(parents=True, exist_ok=True)
         teacher = load_teacher(config, accelerator.device)
         mine = [i for i in missing if i % accelerator.num_processes == accelerator.process_index]
-        todo = sum(min(config.chunk_size, len(sentences) - i * config.chunk_size) for i in missing)
+        todo = sum(len(sentences[i * config.chunk_size : (i + 1) * config.chunk_size]) for i in missing)
         with tqdm(total=todo, desc="Teacher vectors", unit="sent", smoothing=0.05,
                   disable=not accelerator.is_main_process) as bar:
             for index in mine:
                 chunk = sentences[index * config.chunk_size : (index + 1) * config.chunk_size]
-                vectors = encode_by_length(teacher, chunk, config.teacher_batch_size, show_progress_bar=False)
+                with torch.autocast(accelerator.device.type, dtype=torch.bfloat16,
+                                    enabled=config.teacher_dtype == "bfloat16"):
+                    vectors = encode_by_length(teacher, chunk, config.teacher_batch_size, show_progress_bar=False)
                 _save_npy_atomic(store.chunk_path(index), vectors.astype(config.store_dtype))
                 bar.update(len(chunk) * accelerator.num_processes)  # the others advance alike
         del teacher
@@ -464,8 +477,10 @@ def distill(config):
     if accelerator.is_main_process:
         prepare_sentences_stage(config, work)
     accelerator.wait_for_everyone()
-    train, valid, corpus = prepare_sentences_stage(config, work)
-    accelerator.print(f"Corpus: {corpus['train']} training and {corpus['valid']} validation sentences.")
+    valid, all_train, corpus = prepare_sentences_stage(config, work)
+    train = all_train[: config.max_sentences]
+    accelerator.print(f"Corpus: {corpus['train']} training sentences (of {corpus['available']}) and "
+                      f"{corpus['valid']} validation sentences.")
     if len(train) < max(config.dim, config.pca_sentences if config.projection != "none" else 0):
         raise ValueError(f"the corpus has {len(train)} training sentences, fewer than --pca-sentences "
                          f"{config.pca_sentences} or --dim {config.dim}; lower them or add text.")
@@ -473,7 +488,8 @@ def distill(config):
         raise ValueError(f"--pca-sentences {config.pca_sentences} is fewer than --dim {config.dim}: PCA needs at "
                          "least as many sentences as dimensions.")
 
-    store = teacher_stage(config, work, valid + train, accelerator)
+    store = teacher_stage(config, work, valid + all_train, len(valid) + len(train), accelerator)
+    del all_train
     projection = projection_stage(config, store, len(valid), accelerator)
     state = training_stage(config, student, stsb_dev, train, valid, store, projection, accelerator)
 
