@@ -1,6 +1,8 @@
 """Plot a distillation run's training curve: valid MSE and STS-B dev Spearman by step.
 
-    python scripts/plot_training.py WORK_DIR/run-<hash>/train_log.jsonl docs/training_curve.png [--title TEXT]
+    python scripts/plot_training.py RUN docs/training_curve.png [--title TEXT]
+
+RUN is an `hpd distill` output folder (its distill_config.json names the run) or a train_log.jsonl.
 """
 
 import argparse
@@ -11,6 +13,8 @@ from pathlib import Path
 def read_evaluations(log_path):
     """The evaluation records of `hpd distill`'s train_log.jsonl (those with valid_mse), in step order."""
     path = Path(log_path)
+    if (path / "distill_config.json").is_file():
+        path = Path(json.loads((path / "distill_config.json").read_text())["run_dir"]) / "train_log.jsonl"
     if not path.is_file():
         raise SystemExit(f"{path}: no such training log (hpd distill writes WORK_DIR/run-<hash>/train_log.jsonl).")
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -48,7 +52,7 @@ def plot(evaluations, output, title=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("log", help="train_log.jsonl of an hpd distill run")
+    parser.add_argument("log", help="hpd distill output folder, or the train_log.jsonl of a run")
     parser.add_argument("output", help="PNG file to write")
     parser.add_argument("--title")
     args = parser.parse_args()

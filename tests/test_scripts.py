@@ -1,0 +1,93 @@
+"""The reproduction's helper scripts: the PCA-head baseline, the training-curve plot, the results table."""
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SENTENCES, tiny_model
+from modeling_hpd import HPDModel
+from training.convert import save_hpd_folder
+from training.distill import fit_projection
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pca_head_baseline_is_the_cuts_own_uncentred_pca(tmp_path, tokenizer, monkeypatch):
+    base = save_hpd_folder(tiny_model(seed=3, embedding_dim=None, num_hidden_layers=3), tokenizer, tmp_path / "base")
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(SENTENCES * 4) + "\n")
+    monkeypatch.setattr(sys, "argv", ["pca_head_baseline.py", "--base", str(base), "--layers", "0,2", "--dim", "4",
+                                      "--sentences", str(sentences), "--output", str(tmp_path / "out")])
+    load_script("pca_head_baseline").main()
+
+    model = HPDModel.from_pretrained(tmp_path / "out")
+    assert model.config.num_hidden_layers == 2 and model.config.embedding_dim == 4
+    assert model.config.projection_activation == "identity"
+    pooled = model.encode(SENTENCES, tokenizer=tokenizer, convert_to_numpy=False)
+    model.config.embedding_dim, model.projection = None, None  # the cut itself, no head
+    cut = model.encode(SENTENCES * 4, tokenizer=tokenizer)
+    weight, bias = fit_projection(cut, 4, "pca")
+    np.testing.assert_allclose(pooled.numpy(), cut[: len(SENTENCES)] @ weight.T + bias, atol=1e-5)
+
+
+def test_training_curve_from_a_distill_output_folder(tmp_path):
+    run = tmp_path / "work" / "run-abc"
+    run.mkdir(parents=True)
+    records = [{"step": 0, "valid_mse": 0.01, "stsb_dev_spearman": 70.0}, {"step": 50, "loss": 0.004},
+               {"step": 100, "valid_mse": 0.002, "stsb_dev_spearman": 84.5}]
+    (run / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "distill_config.json").write_text(json.dumps({"run_dir": str(run)}))
+    plot_training = load_script("plot_training")
+
+    evaluations = plot_training.read_evaluations(tmp_path / "model")
+    assert [r["step"] for r in evaluations] == [0, 100]  # training-loss records are not evaluations
+    png = plot_training.plot(evaluations, tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (run / "train_log.jsonl").write_text(json.dumps({"step": 50, "loss": 0.1}) + "\n")
+    with pytest.raises(SystemExit, match="holds no evaluations yet"):
+        plot_training.read_evaluations(run / "train_log.jsonl")
+
+
+def results_file(path, scores, parameters, dim, protocol="senteval"):
+    tasks = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness")
+    data = {"protocol": protocol, "parameters": parameters, "embedding_dim": dim,
+            "scores": {**dict(zip(tasks, scores)), "Avg": round(float(np.mean(scores)), 2)}}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_reproduction_table_rows_and_goals(tmp_path, capsys, monkeypatch):
+    teacher = results_file(tmp_path / "t.json", [80.0] * 7, 109_486_464, 768)
+    student = results_file(tmp_path / "s.json", [79.3] * 7, 19_090_000, 128)  # 99.1% of the teacher
+    baseline = results_file(tmp_path / "b.json", [79.5] * 7, 22_713_216, 384)  # but below this one
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps({"rows": {"T": {"sentences_per_s": 30.0}, "S": {"sentences_per_s": 250.0}}}))
+    monkeypatch.setattr(sys, "argv", ["reproduction_table.py", "--speed", str(speed), "--results", f"T={teacher}",
+                                      "--results", f"S={student}", "--results", f"B={baseline}",
+                                      "--teacher", "T", "--student", "S", "--baseline", "B"])
+    load_script("reproduction_table").main()
+    out = capsys.readouterr().out
+    assert "| T | 80.00 | 80.00 | 80.00 | 80.00 | 80.00 | 80.00 | 80.00 | 80.00 | 109.5M | 768 | 30 | 3,072 |" in out
+    assert "| S |" in out and "| 19.1M | 128 | 250 | 512 |" in out
+    assert "| B |" in out and "| 22.7M | 384 | – | 1,536 |" in out  # not in the speed run: no figure
+    assert "| HPD-TinyBERT-F128 (paper) | 74.29 |" in out and "| 81.02 |" in out
+    assert "| ≥ 99% | average 79.30 = 99.1% of the teacher's 80.00 | yes |" in out
+    assert "| ≥ 8x | CPU throughput 8.3x the teacher's (250 vs 30 sentences/s) | yes |" in out
+    assert "| ≥ 6x | embeddings 6.0x smaller (512 vs 3072 bytes) | yes |" in out
+    assert "| higher | average 79.30 vs B 79.50 | no |" in out
+
+
+def test_reproduction_table_refuses_the_mteb_protocol(tmp_path, monkeypatch):
+    mteb = results_file(tmp_path / "m.json", [80.0] * 7, 1, 8, protocol="mteb")
+    monkeypatch.setattr(sys, "argv", ["reproduction_table.py", "--results", f"M={mteb}"])
+    with pytest.raises(SystemExit, match="the paper's table is the senteval protocol"):
+        load_script("reproduction_table").main()
