@@ -91,3 +91,22 @@ def test_reproduction_table_refuses_the_mteb_protocol(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["reproduction_table.py", "--results", f"M={mteb}"])
     with pytest.raises(SystemExit, match="the paper's table is the senteval protocol"):
         load_script("reproduction_table").main()
+
+
+def test_ablation_table_reads_each_models_training_record(tmp_path, capsys, monkeypatch):
+    model = tmp_path / "ablation-lr"
+    model.mkdir()
+    (model / "distill_config.json").write_text(json.dumps({
+        "settings": {"epochs": 1, "lr": 2e-4, "projection": "pca-centered"}, "corpus": {"train": 50000},
+        "best_step": 147, "validation": {"valid_mse": 0.00123, "stsb_dev_spearman": 85.4321}}))
+    results = results_file(tmp_path / "lr-2e-4.json", [78.0] * 6 + [81.5], 1, 128)
+    data = json.loads(results.read_text())
+    results.write_text(json.dumps({**data, "model": str(model)}))
+    monkeypatch.setattr(sys, "argv", ["ablation_table.py", str(results)])
+    load_script("ablation_table").main()
+    assert ("| lr-2e-4 | 50,000 | 1 | 0.0002 | pca-centered | 147 | 85.43 | 1.230e-03 | 78.00 | 78.50 |"
+            in capsys.readouterr().out)
+
+    (model / "distill_config.json").unlink()
+    with pytest.raises(SystemExit, match="distill_config.json is missing"):
+        load_script("ablation_table").main()
