@@ -201,3 +201,18 @@ def test_release_of_the_converted_packaged_minilm(minilm_path, shared_data, tmp_
     reference = SentenceTransformer(minilm_path).encode(example_sentences())
     assert check_release(tmp_path / "release", reference, atol=1e-5) == []
     shutil.rmtree(tmp_path / "release")
+
+
+@pytest.mark.integration
+def test_float16_weights_keep_the_sts_scores_of_float32(minilm_path, shared_data, tmp_path, capsys):
+    assert hpd_cli.main(["release", minilm_path, "--out", str(tmp_path / "half"), "--repo-id", "org/minilm-half",
+                         "--weights-dtype", "float16"]) == 0, capsys.readouterr().err
+    scores = {}
+    for name, model in (("float32", minilm_path), ("float16", tmp_path / "half")):
+        output = tmp_path / f"{name}.json"
+        assert hpd_cli.main(["eval", "sts", "--model", str(model), "--data", str(shared_data / "senteval"),
+                             "--tasks", "STSBenchmark,SICK-R", "--output", str(output)]) == 0
+        scores[name] = json.loads(output.read_text())["scores"]
+    assert scores["float32"]["STSBenchmark"] > 80  # the real model, really scored (82.03 published)
+    for task in ("STSBenchmark", "SICKRelatedness"):
+        assert scores["float16"][task] == pytest.approx(scores["float32"][task], abs=0.05), task
