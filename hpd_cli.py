@@ -222,6 +222,9 @@ def build_parser():
     distill.add_argument("--projection", choices=("pca", "pca-centered", "none"), help="default: pca (uncentred)")
     distill.add_argument("--epochs", type=int, help="default 5")
     distill.add_argument("--batch-size", type=int, help="global batch size (default 256)")
+    distill.add_argument("--head-init", choices=("random", "lstsq"),
+                         help="the 128-d head before training: random (default, as published) or the least-squares "
+                         "map from the student's pooled embeddings (linear probe; steadier on short runs)")
     distill.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
     distill.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 1000)")
     distill.add_argument("--eval-steps", type=int, help="validate and checkpoint every N steps (default: each epoch)")

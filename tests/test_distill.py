@@ -393,3 +393,28 @@ def test_bfloat16_teacher_is_close_to_float32_and_keeps_its_own_vectors(models, 
         distill(config_for(models, tmp_path, epochs=1, work_dir=str(tmp_path / "fp32"), teacher_dtype="bfloat16"))
     with pytest.raises(ValueError, match="--teacher-dtype must be float32 or bfloat16"):
         config_for(models, tmp_path, teacher_dtype="float16")
+
+
+def test_least_squares_head_recovers_a_linear_tanh_map(models, tokenizer):
+    from training.distill import fit_head, student_embeddings
+
+    student, _ = build_student(str(models / "student"), 8, seed=0)
+    sentences = (models / "corpus.txt").read_text().splitlines()[:300]
+    pooled = student_embeddings(student, tokenizer, sentences, 64, "cpu", "pooled_embedding")
+    mapping, offset = torch.randn(pooled.shape[1], 8, generator=torch.Generator().manual_seed(0)), torch.randn(8) * 0.1
+    goal = torch.tanh((pooled - pooled.mean(0)) @ mapping / pooled.std() / pooled.shape[1] ** 0.5 + offset)
+    before = torch.nn.functional.mse_loss(student_embeddings(student, tokenizer, sentences, 64, "cpu"), goal)
+    fit_head(student, tokenizer, sentences, goal, 64, "cpu")
+    after = torch.nn.functional.mse_loss(student_embeddings(student, tokenizer, sentences, 64, "cpu"), goal)
+    assert after < 1e-3 * before
+
+
+def test_head_init_lstsq_starts_closer_to_the_teacher(models, tmp_path):
+    random_head = config_for(models, tmp_path, epochs=1)
+    distill(random_head)
+    fitted = config_for(models, tmp_path, epochs=1, head_init="lstsq")
+    distill(fitted)
+    assert fitted.run_dir() != random_head.run_dir()
+    assert read_log(fitted)[0]["valid_mse"] < 0.5 * read_log(random_head)[0]["valid_mse"]
+    with pytest.raises(ValueError, match="--head-init must be one of random, lstsq"):
+        config_for(models, tmp_path, head_init="zeros")

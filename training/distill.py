@@ -7,6 +7,7 @@ that artefact is complete and resumes when it is not:
 2. teacher     teacher embeddings of the sentences used, in chunks       work/teacher/chunk_*.npy
 3. projection  PCA of `pca_sentences` teacher vectors -> d x D map       work/projection-*.safetensors
 4. training    student(s) -> W t(s) + b, MSE, AdamW, warm-up            work/run-<hash>/
+               (head random as published, or first fitted by least squares: --head-init lstsq)
 5. output      best checkpoint (STS-B dev, else valid MSE) as HPD folder --output, with distill_config.json
 
 Stages 1-2 (the expensive teacher vectors) belong to the data settings of the work dir; every
@@ -37,6 +38,8 @@ from configuration_hpd import HPDConfig
 from modeling_hpd import HPDModel
 
 PROJECTIONS = ("pca", "pca-centered", "none")
+HEAD_INITS = ("random", "lstsq")
+HEAD_INIT_SENTENCES = 10_000  # training sentences the least-squares head is fitted on (hidden + 1 unknowns each)
 DATA_SETTINGS = ("corpus", "valid_sentences", "seed", "teacher", "chunk_size", "store_dtype",
                  "teacher_dtype")
 
@@ -53,6 +56,7 @@ class DistillConfig:
     pca_sentences: int = 100_000
     valid_sentences: int = 5000
     projection: str = "pca"
+    head_init: str = "random"  # lstsq: linear probe first, so a random head does not disturb the encoder early on
     epochs: int = 5
     batch_size: int = 256
     lr: float = 1e-4
@@ -76,6 +80,8 @@ class DistillConfig:
             self.layers = [int(x) for x in self.layers.split(",") if x.strip()]
         if self.projection not in PROJECTIONS:
             raise ValueError(f"--projection must be one of {', '.join(PROJECTIONS)}; got {self.projection!r}.")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"--head-init must be one of {', '.join(HEAD_INITS)}; got {self.head_init!r}.")
         if self.store_dtype not in ("float16", "float32"):
             raise ValueError(f"--store-dtype must be float16 or float32; got {self.store_dtype!r}.")
         if self.teacher_dtype not in ("float32", "bfloat16"):
@@ -299,16 +305,33 @@ def build_student(base, dim, layers=None, seed=42):
     return student, tokenizer
 
 
-def student_embeddings(model, tokenizer, sentences, batch_size, device):
+def student_embeddings(model, tokenizer, sentences, batch_size, device, output="sentence_embedding"):
     model.eval()
     with torch.inference_mode():
         out = []
         for start in range(0, len(sentences), batch_size):
             features = tokenizer(sentences[start : start + batch_size], padding=True, truncation=True,
                                  max_length=model.config.max_seq_length, return_tensors="pt").to(device)
-            out.append(model(**features).sentence_embedding.float())
+            out.append(getattr(model(**features), output).float())
     model.train()
     return torch.cat(out)
+
+
+def fit_head(model, tokenizer, sentences, goal, batch_size, device):
+    """Sets the Dense of the tanh head to the least-squares map from the student's pooled embeddings to
+    atanh(goal) (ridge 1e-4 relative), i.e. linear probing before fine-tuning (Kumar et al., ICLR 2022):
+    a random head's gradients would first pull the encoder's geometry apart (measured in
+    docs/reproduction.md: STS-B dev 82.9 -> 66 in the first 100 steps)."""
+    pooled = student_embeddings(model, tokenizer, sentences, batch_size, device, "pooled_embedding").double()
+    inputs = torch.cat([pooled, torch.ones(len(pooled), 1, dtype=pooled.dtype, device=pooled.device)], dim=1)
+    wanted = torch.atanh(goal.double().to(inputs.device).clamp(-0.999, 0.999))  # the head's tanh, undone
+    gram = inputs.T @ inputs
+    gram += 1e-4 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    solution = torch.linalg.solve(gram, inputs.T @ wanted)  # (hidden + 1) x dim
+    with torch.no_grad():
+        model.projection.weight.copy_(solution[:-1].T)
+        if model.projection.bias is not None:
+            model.projection.bias.copy_(solution[-1])
 
 
 def validate(model, tokenizer, valid, valid_targets, stsb_dev, device, batch_size):
@@ -331,6 +354,13 @@ def training_stage(config, student, stsb_dev, train, valid, store, projection, a
 
     weight, bias = projection
     model, tokenizer = student
+    run = config.run_dir()
+    if config.head_init == "lstsq" and latest_checkpoint(run / "checkpoints") is None:
+        # every process fits the same head; a resumed run gets its weights from the checkpoint instead
+        count = min(HEAD_INIT_SENTENCES, len(train))
+        accelerator.print(f"Fitting the head by least squares on {count} training sentences.")
+        fit_head(model, tokenizer, train[:count], targets(store.rows(len(valid) + np.arange(count)), weight, bias),
+                 config.teacher_batch_size, accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -339,7 +369,6 @@ def training_stage(config, student, stsb_dev, train, valid, store, projection, a
     eval_steps = config.eval_steps or steps_per_epoch
     valid_targets = targets(store.rows(np.arange(len(valid))), weight, bias)
 
-    run = config.run_dir()
     checkpoints, log_path, best_dir = run / "checkpoints", run / "train_log.jsonl", run / "best"
     if accelerator.is_main_process and not (run / "settings.json").is_file():
         run.mkdir(parents=True, exist_ok=True)
