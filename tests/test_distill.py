@@ -418,3 +418,28 @@ def test_head_init_lstsq_starts_closer_to_the_teacher(models, tmp_path):
     assert read_log(fitted)[0]["valid_mse"] < 0.5 * read_log(random_head)[0]["valid_mse"]
     with pytest.raises(ValueError, match="--head-init must be one of random, lstsq"):
         config_for(models, tmp_path, head_init="zeros")
+
+
+def test_a_damaged_projection_file_is_refused(models, tmp_path, capsys):
+    config = config_for(models, tmp_path, epochs=1)
+    distill(config)
+    path = config.projection_path()
+    from safetensors.numpy import save_file
+
+    save_file({"weight": np.random.default_rng(0).normal(size=(8, 24)).astype(np.float32),
+               "bias": np.zeros(8, dtype=np.float32)}, str(path), metadata={"kind": "pca"})
+    with pytest.raises(RuntimeError, match="is not orthonormal .* delete the projection file"):
+        distill(config_for(models, tmp_path, epochs=1, lr=3e-4))
+
+
+def test_projection_survives_the_safetensors_round_trip(tmp_path):
+    # 1000 x 24 makes scikit-learn pick its covariance solver, whose axes come Fortran-ordered; saved as raw
+    # bytes they would load transposed (a real bug: the 150k reproduction first trained on such targets).
+    from safetensors.numpy import load_file, save_file
+
+    vectors = np.random.default_rng(0).normal(size=(1000, 24)).astype(np.float32)
+    weight, bias = fit_projection(vectors, 8, "pca")
+    save_file({"weight": weight, "bias": bias}, str(tmp_path / "p.safetensors"))
+    loaded = load_file(str(tmp_path / "p.safetensors"))["weight"]
+    np.testing.assert_array_equal(loaded, weight)
+    np.testing.assert_allclose(loaded @ loaded.T, np.eye(8), atol=1e-5)

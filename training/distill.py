@@ -236,10 +236,22 @@ def fit_projection(vectors, dim, kind, seed=0):
         return np.eye(vectors.shape[1], dtype=np.float32), np.zeros(vectors.shape[1], dtype=np.float32)
     from sklearn.decomposition import PCA
 
-    pca = PCA(n_components=dim, random_state=seed).fit(vectors)
-    weight = pca.components_.astype(np.float32)
+    pca = PCA(n_components=dim, random_state=seed).fit(vectors.astype(np.float64))
+    # components_ can be Fortran-ordered (the covariance_eigh solver): safetensors stores the raw buffer
+    weight = np.ascontiguousarray(pca.components_, dtype=np.float32)
     bias = -(weight @ pca.mean_).astype(np.float32) if kind == "pca-centered" else np.zeros(dim, dtype=np.float32)
+    check_projection(weight, kind, "the fitted projection")
     return weight, bias
+
+
+def check_projection(weight, kind, name):
+    """PCA axes are orthonormal; anything else would silently train the student on wrong targets."""
+    if kind == "none":
+        return
+    error = float(np.abs(weight.astype(np.float64) @ weight.T.astype(np.float64) - np.eye(len(weight))).max())
+    if error > 1e-3:
+        raise RuntimeError(f"{name} is not orthonormal (max |W W^T - I| = {error:.3g}): the PCA went wrong or "
+                           "the file is damaged; delete the projection file from the work dir and run again.")
 
 
 def projection_stage(config, store, valid_count, accelerator):
@@ -252,6 +264,7 @@ def projection_stage(config, store, valid_count, accelerator):
         os.replace(tmp, path)
     accelerator.wait_for_everyone()
     tensors = load_file(str(path))
+    check_projection(tensors["weight"], config.projection, path)
     return torch.from_numpy(tensors["weight"]), torch.from_numpy(tensors["bias"])
 
 
@@ -320,8 +333,8 @@ def student_embeddings(model, tokenizer, sentences, batch_size, device, output="
 def fit_head(model, tokenizer, sentences, goal, batch_size, device):
     """Sets the Dense of the tanh head to the least-squares map from the student's pooled embeddings to
     atanh(goal) (ridge 1e-4 relative), i.e. linear probing before fine-tuning (Kumar et al., ICLR 2022):
-    a random head's gradients would first pull the encoder's geometry apart (measured in
-    docs/reproduction.md: STS-B dev 82.9 -> 66 in the first 100 steps)."""
+    the student starts near its targets, and a random head's early gradients do not pull the encoder's
+    geometry apart."""
     pooled = student_embeddings(model, tokenizer, sentences, batch_size, device, "pooled_embedding").double()
     inputs = torch.cat([pooled, torch.ones(len(pooled), 1, dtype=pooled.dtype, device=pooled.device)], dim=1)
     wanted = torch.atanh(goal.double().to(inputs.device).clamp(-0.999, 0.999))  # the head's tanh, undone
