@@ -163,7 +163,10 @@ def training_rows(distill_config):
                        f"(sha256 {corpus['sha256'][:12]}…)"),
             ("PCA fitted on", f"{settings['pca_sentences']:,} teacher vectors"),
             ("optimisation", f"AdamW, lr {settings['lr']}, batch {settings['batch_size']}, "
-                             f"{settings['warmup_steps']} warm-up steps, {settings['epochs']} epochs, seed {settings['seed']}"),
+                             f"{settings['warmup_steps']} warm-up steps, {settings['epochs']} "
+                             f"epoch{'s' if settings['epochs'] != 1 else ''}, seed {settings['seed']}"),
+            ("head initialisation", {"lstsq": "least squares from the student's pooled embeddings (linear probe)"}
+             .get(settings.get("head_init", "random"), "random")),
             ("checkpoint selected by", f"{distill_config['selected_by']} (step {distill_config['best_step']})")]
     rows += [(name.replace("_", " "), f"{value:.6g}") for name, value in (distill_config.get("validation") or {}).items()]
     return rows
