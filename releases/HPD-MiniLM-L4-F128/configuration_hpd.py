@@ -1,0 +1,85 @@
+"""Configuration of an HPD sentence encoder: a BERT-family encoder plus the HPD embedding head.
+
+HPD (Homomorphic Projective Distillation, Zhao et al., Findings of ACL 2022) trains a small encoder
+with pooling and a learnable `Dense(hidden -> embedding_dim) + tanh` projection to mimic a large
+teacher's PCA-projected sentence embeddings. This file ships to the Hub as remote code next to
+`modeling_hpd.py`, so it depends on transformers only.
+"""
+
+from transformers import BertConfig
+
+POOLING_MODES = ("mean", "cls", "max")
+PROJECTION_ACTIVATIONS = ("tanh", "identity")
+
+
+class HPDConfig(BertConfig):
+    r"""
+    Every `BertConfig` argument (vocab_size, hidden_size, num_hidden_layers, ...) plus the head:
+
+    Args:
+        pooling (`str`, defaults to `"mean"`):
+            How token states become one vector: `"mean"` (over non-padding tokens), `"cls"` (first token)
+            or `"max"` (element-wise over non-padding tokens).
+        embedding_dim (`int` or `None`, defaults to 128):
+            Output size of the learnable projection. `None` means no projection: the pooled vector is
+            the embedding, as in plain sentence-transformers models such as all-MiniLM-L6-v2.
+        projection_activation (`str`, defaults to `"tanh"`):
+            Activation after the projection: `"tanh"` (HPD) or `"identity"`.
+        projection_bias (`bool`, defaults to `True`):
+            Whether the projection has a bias.
+        normalize (`bool`, defaults to `False`):
+            L2-normalise the output. Off in the published HPD models.
+        max_seq_length (`int`, *optional*):
+            Inputs are truncated to this many tokens. Defaults to `max_position_embeddings`.
+    """
+
+    model_type = "hpd"
+
+    def __init__(
+        self,
+        pooling="mean",
+        embedding_dim=128,
+        projection_activation="tanh",
+        projection_bias=True,
+        normalize=False,
+        max_seq_length=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.pooling = pooling
+        self.embedding_dim = embedding_dim
+        self.projection_activation = projection_activation
+        self.projection_bias = projection_bias
+        self.normalize = normalize
+        self.max_seq_length = self.max_position_embeddings if max_seq_length is None else max_seq_length
+        self._validate_head()
+
+    def _validate_head(self):
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"HPDConfig.pooling must be one of {', '.join(POOLING_MODES)}; got {self.pooling!r}.")
+        if self.embedding_dim is not None and not _is_positive_int(self.embedding_dim):
+            raise ValueError(
+                f"HPDConfig.embedding_dim must be a positive integer or None (no projection); got {self.embedding_dim!r}."
+            )
+        if self.projection_activation not in PROJECTION_ACTIVATIONS:
+            raise ValueError(
+                f"HPDConfig.projection_activation must be one of {', '.join(PROJECTION_ACTIVATIONS)}; "
+                f"got {self.projection_activation!r}."
+            )
+        for name in ("projection_bias", "normalize"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"HPDConfig.{name} must be true or false; got {getattr(self, name)!r}.")
+        if not _is_positive_int(self.max_seq_length) or self.max_seq_length > self.max_position_embeddings:
+            raise ValueError(
+                f"HPDConfig.max_seq_length must be an integer from 1 to max_position_embeddings "
+                f"({self.max_position_embeddings}); got {self.max_seq_length!r}."
+            )
+
+    @property
+    def projection_dim(self):
+        """Size of the sentence embedding (the name sentence-transformers reads it under)."""
+        return self.hidden_size if self.embedding_dim is None else self.embedding_dim
+
+
+def _is_positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
