@@ -20,17 +20,18 @@ def row(results_path):
     record = json.loads(record_path.read_text())
     settings, validation = record["settings"], record["validation"]
     return {"name": Path(results_path).stem, "sentences": record["corpus"]["train"], "epochs": settings["epochs"],
-            "lr": settings["lr"], "projection": settings["projection"], "step": record["best_step"],
+            "lr": settings["lr"], "projection": settings["projection"],
+            "head": settings.get("head_init", "random"), "step": record["best_step"],
             "dev": validation.get("stsb_dev_spearman"), "valid_mse": validation["valid_mse"],
             "stsb": results["scores"]["STSBenchmark"], "avg": results["scores"]["Avg"]}
 
 
 def markdown(rows):
-    lines = ["| run | sentences | epochs | lr | projection | selected step | STS-B dev | valid MSE | STS-B test | "
-             "STS Avg (test) |", "|---" * 10 + "|"]
+    lines = ["| run | sentences | epochs | lr | projection | head init | selected step | STS-B dev | valid MSE | "
+             "STS-B test | STS Avg (test) |", "|---" * 11 + "|"]
     for r in rows:
         dev = f"{r['dev']:.2f}" if r["dev"] is not None else "–"
-        lines.append(f"| {r['name']} | {r['sentences']:,} | {r['epochs']} | {r['lr']:g} | {r['projection']} | "
+        lines.append(f"| {r['name']} | {r['sentences']:,} | {r['epochs']} | {r['lr']:g} | {r['projection']} | {r['head']} | "
                      f"{r['step']} | {dev} | {r['valid_mse']:.3e} | {r['stsb']:.2f} | {r['avg']:.2f} |")
     return "\n".join(lines)
 

@@ -97,14 +97,14 @@ def test_ablation_table_reads_each_models_training_record(tmp_path, capsys, monk
     model = tmp_path / "ablation-lr"
     model.mkdir()
     (model / "distill_config.json").write_text(json.dumps({
-        "settings": {"epochs": 1, "lr": 2e-4, "projection": "pca-centered"}, "corpus": {"train": 50000},
+        "settings": {"epochs": 1, "lr": 2e-4, "projection": "pca-centered", "head_init": "lstsq"}, "corpus": {"train": 50000},
         "best_step": 147, "validation": {"valid_mse": 0.00123, "stsb_dev_spearman": 85.4321}}))
     results = results_file(tmp_path / "lr-2e-4.json", [78.0] * 6 + [81.5], 1, 128)
     data = json.loads(results.read_text())
     results.write_text(json.dumps({**data, "model": str(model)}))
     monkeypatch.setattr(sys, "argv", ["ablation_table.py", str(results)])
     load_script("ablation_table").main()
-    assert ("| lr-2e-4 | 50,000 | 1 | 0.0002 | pca-centered | 147 | 85.43 | 1.230e-03 | 78.00 | 78.50 |"
+    assert ("| lr-2e-4 | 50,000 | 1 | 0.0002 | pca-centered | lstsq | 147 | 85.43 | 1.230e-03 | 78.00 | 78.50 |"
             in capsys.readouterr().out)
 
     (model / "distill_config.json").unlink()
