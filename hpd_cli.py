@@ -28,7 +28,7 @@ def model_or_default(model):
 def encode_command(args):
     import numpy as np
 
-    from eval.sts import encode_by_length, load_encoder
+    from eval.sts import encode_by_length, load_encoder, utf8_error
 
     if bool(args.sentences) == bool(args.input):
         raise ValueError("give the sentences either as arguments or with --input FILE (one per line, - for stdin).")
@@ -38,19 +38,23 @@ def encode_command(args):
         except FileNotFoundError:
             raise FileNotFoundError(f"--input {args.input}: no such file.") from None
         with handle:
-            sentences = [line.rstrip("\r\n") for line in handle]  # line i -> row i, blank lines included
+            try:
+                sentences = [line.rstrip("\r\n") for line in handle]  # line i -> row i, blank lines included
+            except UnicodeDecodeError as error:
+                raise ValueError(f"--input {utf8_error(args.input, error)}") from None
     else:
         sentences = args.sentences
     if not any(sentence.strip() for sentence in sentences):
         raise ValueError(f"no sentences to encode in {args.input or 'the arguments'}.")
-    encoder = load_encoder(model_or_default(args.model))
+    encoder = load_encoder(model_or_default(args.model), trust_remote_code=args.trust_remote_code)
     embeddings = encode_by_length(encoder, sentences, batch_size=args.batch_size,
                                   show_progress_bar=len(sentences) > args.batch_size)
     if args.normalize:
         embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     if args.output:
-        np.save(args.output, embeddings)
-        print(f"Wrote {args.output}: {embeddings.shape[0]} x {embeddings.shape[1]} float32", file=sys.stderr)
+        output = args.output if args.output.endswith(".npy") else f"{args.output}.npy"  # np.save's own rule
+        np.save(output, embeddings)
+        print(f"Wrote {output}: {embeddings.shape[0]} x {embeddings.shape[1]} float32", file=sys.stderr)
     else:
         np.savetxt(sys.stdout, embeddings, fmt="%.6f", delimiter=" ")
 
@@ -58,7 +62,8 @@ def encode_command(args):
 def convert_command(args):
     from training.convert import convert
 
-    output = convert(args.source, args.output, to=args.to)
+    output = convert(args.source, args.output, to=args.to, overwrite=args.overwrite,
+                     trust_remote_code=args.trust_remote_code)
     print(f"Wrote {args.to} model folder: {output}")
 
 
@@ -66,7 +71,8 @@ def eval_sts_command(args):
     from eval.sts import evaluate_sts, format_table, write_results
 
     results = evaluate_sts(model_or_default(args.model), args.data, protocol=args.protocol, tasks=args.tasks,
-                           batch_size=args.batch_size, max_seq_length=args.max_seq_length)
+                           batch_size=args.batch_size, max_seq_length=args.max_seq_length,
+                           trust_remote_code=args.trust_remote_code)
     print(format_table(results, compare=args.compare))
     print(f"{results['distinct_sentences']} distinct sentences encoded at {results['sentences_per_s']} sentences/s; "
           f"{results['wall_seconds']} s in all")
@@ -84,7 +90,7 @@ def eval_mteb_command(args):
         raise ValueError(f"--name must look like ORG/NAME; got {args.name!r}.")
 
     result = run_mteb(model_or_default(args.model), args.tasks, args.output_folder, data_dir=args.data,
-                      batch_size=args.batch_size, name=args.name)
+                      batch_size=args.batch_size, name=args.name, trust_remote_code=args.trust_remote_code)
     width = max(len(task) for task in result["scores"])
     for task, score in result["scores"].items():
         print(f"{task:<{width}}  {score:6.2f}")
@@ -106,10 +112,11 @@ def distill_command(args):
 
 
 def release_command(args):
+    from training.output_dir import MARKER
     from training.release import build_release, check_release
 
     if args.check:
-        problems = check_release(args.check)
+        problems = check_release(args.check, trust_remote_code=args.trust_remote_code)
         if problems:
             raise ValueError(f"{args.check} is not fit to push: {'; '.join(problems)}.")
         print(f"{args.check}: files, model card and both loaders check out.")
@@ -119,12 +126,13 @@ def release_command(args):
     if missing:
         raise ValueError(f"{', '.join(missing)} must be given (or --check DIR to check a release folder).")
     out, reference = build_release(args.model, args.out, args.repo_id, args.results or (), args.mteb_results,
-                                   args.license, args.base_model, weights_dtype=args.weights_dtype)
+                                   args.license, args.base_model, weights_dtype=args.weights_dtype,
+                                   overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
     problems = check_release(out, reference)
     if problems:
         raise ValueError(f"the release folder {out} failed its checks, nothing was pushed: {'; '.join(problems)}.")
     print(f"Release folder {out} (checked: both loaders reproduce the model, the card parses):")
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != MARKER):  # the marker is not pushed
         print(f"  {path.relative_to(out)}  ({path.stat().st_size:,} bytes)")
     if args.push:
         from training.hub_push import push_folder
@@ -132,6 +140,16 @@ def release_command(args):
         url = push_folder(out, args.repo_id, private=args.private, revision=args.revision,
                           commit_message=args.commit_message or f"Release {args.repo_id} with hpd release")
         print(f"Pushed in one commit: {url}")
+
+
+def add_trust_flag(parser):
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run Python code shipped with a non-HPD model (HPD models load with the installed code)")
+
+
+def add_overwrite_flag(parser, target):
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace {target} even if it is a non-empty folder hpd did not write")
 
 
 def build_parser():
@@ -148,6 +166,8 @@ def build_parser():
     convert.add_argument("source", help="model folder or Hub id, e.g. Xuandong/HPD-TinyBERT-F128")
     convert.add_argument("output", help="folder to write")
     convert.add_argument("--to", choices=("hpd", "sentence-transformers"), default="hpd", help="output format (default: hpd)")
+    add_overwrite_flag(convert, "OUTPUT")
+    add_trust_flag(convert)
     convert.set_defaults(run=convert_command)
 
     encode = commands.add_parser(
@@ -163,6 +183,7 @@ def build_parser():
     encode.add_argument("--output", help="write the embeddings here as a .npy array")
     encode.add_argument("--normalize", action="store_true", help="scale each embedding to unit length")
     encode.add_argument("--batch-size", type=int, default=64)
+    add_trust_flag(encode)
     encode.set_defaults(run=encode_command)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on STS (the paper's table) or with MTEB")
@@ -183,6 +204,7 @@ def build_parser():
     sts.add_argument("--max-seq-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
     sts.add_argument("--output", help="write the results JSON here")
     sts.add_argument("--compare", action="store_true", help="add the published HPD and SimCSE rows and the differences")
+    add_trust_flag(sts)
     sts.set_defaults(run=eval_sts_command)
 
     mteb = eval_commands.add_parser(
@@ -200,6 +222,7 @@ def build_parser():
     mteb.add_argument("--output-folder", required=True, help="where mteb's results layout is written")
     mteb.add_argument("--name", help="ORG/NAME for the results and ModelMeta (default: local/<folder> or the Hub id)")
     mteb.add_argument("--batch-size", type=int, default=64)
+    add_trust_flag(mteb)
     mteb.set_defaults(run=eval_mteb_command)
 
     distill = commands.add_parser(
@@ -264,18 +287,20 @@ def build_parser():
     release.add_argument("--revision", default="main", help="branch to commit to (default: %(default)s)")
     release.add_argument("--commit-message", help="commit message for --push")
     release.add_argument("--check", metavar="DIR", help="only check an existing release folder")
+    add_overwrite_flag(release, "--out")
+    add_trust_flag(release)
     release.set_defaults(run=release_command)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # The command shows its own progress; transformers' per-load bars and reports are noise here.
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
     try:
+        # The command shows its own progress; transformers' per-load bars and reports are noise here.
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
         args.run(args)
     except (ValueError, OSError) as error:
         if os.environ.get("HPD_DEBUG"):
@@ -283,6 +308,13 @@ def main(argv=None):
         message = " ".join(str(error).split())  # library messages can span lines; ours is one line
         print(f"hpd {args.command}: error: {message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if os.environ.get("HPD_DEBUG"):
+            raise
+        # distill keeps every finished stage in its work dir; the other commands write nothing half-done
+        resume = "; run the same command again to resume" if args.command == "distill" else ""
+        print(f"hpd {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
     return 0
 
 

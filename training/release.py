@@ -17,7 +17,8 @@ import numpy as np
 import yaml
 
 from eval.sts import COLUMNS, PUBLISHED, TASKS
-from training.convert import load_hpd, resolve, save_hpd_folder, weights_sha256
+from training.convert import load_error, load_hpd, resolve, save_hpd_folder, weights_sha256
+from training.output_dir import replace_folder
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 REQUIRED_FILES = ("model.safetensors", "config.json", "configuration_hpd.py", "modeling_hpd.py", "tokenizer.json",
@@ -40,40 +41,39 @@ def check_repo_id(repo_id):
 
 
 def build_release(model, out, repo_id, results_files=(), mteb_results=None, license="apache-2.0", base_model=None,
-                  template=TEMPLATE, weights_dtype="float32"):
+                  template=TEMPLATE, weights_dtype="float32", overwrite=False, trust_remote_code=False):
     """Writes the release folder `out` for `model` (HPD or sentence-transformers folder, or Hub id).
 
     Returns (out, the embeddings of the card's examples that both loaders must reproduce). With
-    `weights_dtype="float16"` the weights are stored in half precision and still computed in float32."""
+    `weights_dtype="float16"` the weights are stored in half precision and still computed in float32.
+    `out` is replaced only when complete, and only if empty, missing or an earlier hpd output (or `overwrite`);
+    it may not hold, or lie inside, the model or the results it is built from."""
     check_repo_id(repo_id)
     source = resolve(model)
     if not any(any(source.rglob(name)) for name in TOKENIZER_FILES):
         raise FileNotFoundError(f"{source} has no tokenizer (tokenizer.json or vocab.txt); copy the tokenizer files "
                                 "of the model's base into it.")
     results = [load_results(path, source) for path in results_files]
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / "modeling_hpd.py").is_file():
-        raise FileExistsError(f"{out} exists and is not an earlier release folder; choose another --out.")
-    if out.exists():
-        shutil.rmtree(out)
-
-    hpd_model, tokenizer = load_hpd(source)
-    save_hpd_folder(hpd_model, tokenizer, out, weights_dtype=weights_dtype)
-    distill_config = None
-    if (source / "distill_config.json").is_file():
-        shutil.copy(source / "distill_config.json", out / "distill_config.json")
-        distill_config = json.loads((source / "distill_config.json").read_text())
-    for path, _ in results:
-        (out / "results").mkdir(exist_ok=True)
-        shutil.copy(path, out / "results" / Path(path).name)
-    if mteb_results is not None:
-        copy_mteb_results(mteb_results, out, repo_id)
-    if base_model is None:  # the distilled student's base, when it is a Hub id (a local path is no base_model)
-        student = (distill_config or {}).get("student") or ""
-        base_model = student if student.count("/") == 1 and not Path(student).exists() else None
-    card = render_card(hpd_model, repo_id, [r for _, r in results], distill_config, license, base_model, template)
-    (out / "README.md").write_text(card, encoding="utf-8")
-    return out, hpd_model.encode(example_sentences(template), tokenizer=tokenizer)
+    inputs = [source, *results_files, *([mteb_results] if mteb_results is not None else [])]
+    with replace_folder(out, overwrite=overwrite, sources=inputs) as folder:  # becomes `out` once complete
+        hpd_model, tokenizer = load_hpd(source, trust_remote_code)
+        save_hpd_folder(hpd_model, tokenizer, folder, weights_dtype=weights_dtype)
+        distill_config = None
+        if (source / "distill_config.json").is_file():
+            shutil.copy(source / "distill_config.json", folder / "distill_config.json")
+            distill_config = json.loads((source / "distill_config.json").read_text())
+        for path, _ in results:
+            (folder / "results").mkdir(exist_ok=True)
+            shutil.copy(path, folder / "results" / Path(path).name)
+        if mteb_results is not None:
+            copy_mteb_results(mteb_results, folder, repo_id)
+        if base_model is None:  # the distilled student's base, when it is a Hub id (a local path is no base_model)
+            student = (distill_config or {}).get("student") or ""
+            base_model = student if student.count("/") == 1 and not Path(student).exists() else None
+        card = render_card(hpd_model, repo_id, [r for _, r in results], distill_config, license, base_model, template)
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        reference = hpd_model.encode(example_sentences(template), tokenizer=tokenizer)
+    return Path(out).expanduser().resolve(), reference
 
 
 def load_results(path, model_folder):
@@ -205,11 +205,12 @@ from MTEB's (the local SICK.txt, for instance) do not belong in the results repo
 """
 
 
-def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE):
+def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE, trust_remote_code=False):
     """Problems with a release folder (empty when it is fit to push): files, card, and both loaders.
 
     Each loader runs in a fresh offline process; its embeddings of the card's example sentences must equal
-    `reference` (default: HPDModel loaded here) within `atol`."""
+    `reference` (default: HPDModel loaded here) within `atol`. The loaders run the folder's Python files,
+    so those must be this toolkit's own unless `trust_remote_code`."""
     from huggingface_hub import ModelCard
 
     folder = Path(folder)
@@ -237,11 +238,21 @@ def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE):
     except Exception as error:  # whatever the parser objects to is the problem to report
         problems.append(f"README.md front matter does not parse: {error}")
 
+    import configuration_hpd
+    import modeling_hpd
+
+    ours = {Path(m.__file__).name: Path(m.__file__).read_bytes() for m in (configuration_hpd, modeling_hpd)}
+    foreign = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*.py"))
+               if ours.get(path.name) != path.read_bytes()]
+    if foreign and not trust_remote_code:
+        return [*problems, (f"{', '.join(foreign)} is not this toolkit's code, so the loaders were not run; "
+                            "pass --trust-remote-code to run it")]
     sentences = example_sentences(template)
     if reference is None:
-        from modeling_hpd import HPDModel
-
-        reference = HPDModel.from_pretrained(folder).encode(sentences)
+        try:
+            reference = modeling_hpd.HPDModel.from_pretrained(folder).encode(sentences)
+        except Exception as error:  # damaged weights, weights that do not fit config.json, NaN...
+            return [*problems, " ".join(str(load_error(folder, error)).split()).rstrip(".")]
     for loader, embeddings in load_in_fresh_process(folder, sentences).items():
         if isinstance(embeddings, str):
             problems.append(f"{loader} cannot load the folder: {embeddings}")

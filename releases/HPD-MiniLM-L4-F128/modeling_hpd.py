@@ -7,13 +7,12 @@ turns a list of strings into embeddings. This file ships to the Hub as remote co
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm  # a dependency of transformers
 from transformers import AutoTokenizer, BertModel, BertPreTrainedModel
 from transformers.utils import ModelOutput
+from transformers.utils.logging import tqdm
 
 try:  # loaded as remote code: the two files sit in one package
     from .configuration_hpd import HPDConfig
@@ -60,7 +59,28 @@ class HPDModel(BertPreTrainedModel):
         else:
             self.projection = nn.Linear(config.hidden_size, config.embedding_dim, bias=config.projection_bias)
         self._tokenizer = None
+        self._loading_kwargs = {}  # how the weights were loaded: the saved tokenizer is loaded the same way
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`, but weights that do not fit the config are an error.
+
+        transformers would initialise missing weights at random (e.g. a config with more layers than the
+        checkpoint holds) and only log it; an HPD folder must hold exactly the weights its config describes."""
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        problems = [f"{kind.replace('_', ' ')}: {', '.join(sorted(map(str, info[kind]))[:3])}"
+                    + (f" and {len(info[kind]) - 3} more" if len(info[kind]) > 3 else "")
+                    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind)]
+        if problems:
+            raise ValueError(f"{pretrained_model_name_or_path}: the weights do not match config.json ("
+                             f"{'; '.join(problems)}); the weights file is incomplete or config.json was edited: "
+                             "restore the model's files.")
+        model._loading_kwargs = {name: kwargs[name] for name in
+                                 ("revision", "trust_remote_code", "token", "cache_dir", "local_files_only")
+                                 if kwargs.get(name) is not None}
+        return (model, info) if output_loading_info else model
 
     def forward(
         self,
@@ -141,18 +161,24 @@ class HPDModel(BertPreTrainedModel):
         embeddings = torch.empty(len(sentences), dim, device=self.device)
         if sorted_embeddings:
             embeddings[torch.tensor(order, device=self.device)] = torch.cat(sorted_embeddings)
+        if not torch.isfinite(embeddings).all():
+            raise ValueError(f"{self.name_or_path or 'the model'} produced NaN or infinite embeddings: its weights "
+                             "hold NaN or inf, or float16 overflowed; check the weights or load the model in float32.")
         if normalize_embeddings:
             embeddings = F.normalize(embeddings, p=2, dim=-1)
         embeddings = embeddings.cpu()
         if convert_to_numpy:
-            embeddings = embeddings.numpy().astype(np.float32)
+            embeddings = embeddings.numpy()
         return embeddings[0] if single else embeddings
 
     def _saved_tokenizer(self):
         if self._tokenizer is None:
             if not self.name_or_path:
                 raise ValueError("This HPDModel was not loaded from a folder: pass tokenizer= to encode().")
-            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=True)
+            # Remote tokenizer code runs only if the caller trusted it when loading the model.
+            self._tokenizer = AutoTokenizer.from_pretrained(
+                self.name_or_path, **{"trust_remote_code": False, **self._loading_kwargs}
+            )
         return self._tokenizer
 
 
