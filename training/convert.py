@@ -114,7 +114,7 @@ def from_sentence_transformers(folder, trust_remote_code=False):
         st_model = SentenceTransformer(str(folder), device="cpu", trust_remote_code=trust_remote_code)
     except ValueError as error:  # e.g. a pooling mode sentence-transformers does not know
         raise ValueError(f"{folder}: sentence-transformers cannot load it: {error}") from None
-    except Exception as error:  # damaged or pickled weights, untrusted code: one line
+    except Exception as error:  # damaged or pickled weights: one line
         raise load_error(folder, error) from None
     transformer, *head = list(st_model)
     kinds = [type(module).__name__ for module in head]
