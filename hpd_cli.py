@@ -233,7 +233,10 @@ def build_parser():
         "is resumable from --work-dir; runs under torchrun / accelerate launch for several processes.",
     )
     distill.add_argument("--config", help="YAML or TOML file of these settings (flags override it)")
-    distill.add_argument("--teacher", help="sentence-transformers or HPD model (folder or Hub id)")
+    distill.add_argument("--teacher", action="append",
+                         help="sentence-transformers or HPD model (folder or Hub id); repeat for several teachers, "
+                         "whose L2-normalised vectors are joined before the projection")
+    distill.add_argument("--teacher-weights", help="several teachers: comma-separated weight of each (default 1 each)")
     distill.add_argument("--student", help="student base: HPD, sentence-transformers or BERT model (folder or Hub id)")
     distill.add_argument("--corpus", nargs="+", help="text files (.txt[.gz]), AllNLI .tsv.gz or WikiExtractor folders")
     distill.add_argument("--output", help="HPD folder to write")
@@ -251,7 +254,24 @@ def build_parser():
     distill.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
     distill.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 1000)")
     distill.add_argument("--eval-steps", type=int, help="validate and checkpoint every N steps (default: each epoch)")
-    distill.add_argument("--sts-dev", help="data folder with STS-B dev: selects the best checkpoint by its Spearman")
+    distill.add_argument("--sts-dev", help="data folder with STS-B dev: logged at every evaluation")
+    distill.add_argument("--select", choices=("valid-mse", "stsb-dev", "last"),
+                         help="which evaluated checkpoint becomes --output: lowest validation MSE (default), highest "
+                         "STS-B dev Spearman (needs --sts-dev) or the last")
+    distill.add_argument("--unit", choices=("sentence", "paragraph", "mixed"),
+                         help="WikiExtractor corpora: sentences (default), passages of whole sentences up to 160 "
+                         "words, or both")
+    distill.add_argument("--student-dtype", choices=("auto", "float32", "bfloat16"),
+                         help="training precision (default auto: mixed bf16/fp16 on GPU, float32 on CPU; bfloat16 "
+                         "autocast is faster on CPUs with AVX512-BF16 or AMX)")
+    distill.add_argument("--freeze-embeddings", action="store_true", default=None,
+                         help="keep the student's word-embedding matrix fixed (faster steps, fewer weights to move)")
+    distill.add_argument("--stop-after", choices=("teacher",),
+                         help="stop once the teacher vectors are cached (start a long run's expensive part early)")
+    distill.add_argument("--overwrite", action="store_true", default=None,
+                         help="replace --output even if hpd did not write it")
+    distill.add_argument("--trust-remote-code", action="store_true", default=None,
+                         help="allow teacher or student folders that run their own Python code")
     distill.add_argument("--seed", type=int, help="default 42")
     distill.add_argument("--work-dir", help="artefacts and checkpoints (default: OUTPUT.work)")
     distill.add_argument("--teacher-batch-size", type=int, help="teacher encoding batch size (default 64)")

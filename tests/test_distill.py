@@ -49,16 +49,19 @@ def test_full_run_writes_every_artefact(models, tmp_path):
     config = config_for(models, tmp_path)
     output = distill(config)
     work = tmp_path / "out.work"
-    assert {p.name for p in work.iterdir()} == {"settings.json", "sentences", "teacher",
+    assert {p.name for p in work.iterdir()} == {"settings.json", "sentences", "teachers", ".lock",
                                                 "projection-pca-d8-n100.safetensors", config.run_dir().name}
+    assert [p.name for p in (work / "teachers").iterdir()] == [config.teacher_dir(config.teacher[0]).name]
     assert {p.name for p in config.run_dir().iterdir()} == {"settings.json", "checkpoints", "train_log.jsonl", "best"}
     record = json.loads((output / "distill_config.json").read_text())
-    assert record["teacher"] == config.teacher and record["student"] == config.student
+    assert record["teacher"] == config.teacher[0] and record["student"] == config.student
     assert record["settings"]["dim"] == 8 and record["corpus"]["valid"] == 20
-    assert len(record["corpus"]["sha256"]) == 64 and record["selected_by"] == "valid_mse"
+    assert len(record["corpus"]["sha256"]) == 64 and record["selected_by"] == "valid-mse"
+    assert record["selection"].startswith(f"step {record['best_step']} of 44: the lowest validation MSE")
 
     log = read_log(config)
-    assert log[0] == {"step": 0, "valid_mse": log[0]["valid_mse"]}  # validation before the first step
+    # validation before the first step; as the first evaluation it is the selection so far
+    assert log[0] == {"step": 0, "valid_mse": log[0]["valid_mse"], "selected": "valid-mse"}
     evaluations = [r for r in log if "valid_mse" in r]
     assert [r["step"] for r in evaluations] == [0, 5, 10, 15, 20, 25, 30, 35, 40, 44]
     assert evaluations[-1]["valid_mse"] < 0.5 * evaluations[0]["valid_mse"]
@@ -102,7 +105,8 @@ def test_resume_after_a_kill_in_teacher_encoding(models, tmp_path, monkeypatch):
     monkeypatch.setattr(eval.sts, "encode_by_length", dies_on_the_fourth_chunk)
     with pytest.raises(KeyboardInterrupt):
         distill(config)
-    chunks = sorted((tmp_path / "out.work" / "teacher").glob("chunk_*.npy"))
+    teacher_dir = config.teacher_dir(config.teacher[0])
+    chunks = sorted(teacher_dir.glob("chunk_*.npy"))
     assert [c.name for c in chunks] == ["chunk_000000.npy", "chunk_000001.npy", "chunk_000002.npy"]
 
     encoded_again = []
@@ -110,9 +114,9 @@ def test_resume_after_a_kill_in_teacher_encoding(models, tmp_path, monkeypatch):
     distill(config)
     sentences = [*(tmp_path / "out.work/sentences/valid.txt").read_text().splitlines(),
                  *(tmp_path / "out.work/sentences/train.txt").read_text().splitlines()]
-    store = TeacherStore(tmp_path / "out.work" / "teacher", len(sentences), config.chunk_size)
+    store = TeacherStore(teacher_dir, len(sentences), config.chunk_size)
     assert len(encoded_again) == store.chunk_count - 3  # only the missing chunks
-    teacher, size = load_encoder(config.teacher), config.chunk_size
+    teacher, size = load_encoder(config.teacher[0]), config.chunk_size
     expected = np.concatenate([encode_by_length(teacher, sentences[i : i + size], show_progress_bar=False)
                                for i in range(0, len(sentences), size)])
     np.testing.assert_array_equal(store.rows(np.arange(len(sentences))), expected)  # none lost, none twice
@@ -245,7 +249,7 @@ def test_config_file_with_flags_overriding_it(tmp_path, monkeypatch, suffix, tex
     monkeypatch.setattr(training.distill, "distill", seen.append)
     (tmp_path / f"run{suffix}").write_text(text)
     assert hpd_cli.main(["distill", "--config", str(tmp_path / f"run{suffix}"), "--dim", "32"]) == 0
-    assert (seen[0].teacher, seen[0].corpus, seen[0].dim, seen[0].warmup_steps) == ("T", ["a.txt"], 32, 7)
+    assert (seen[0].teacher, seen[0].corpus, seen[0].dim, seen[0].warmup_steps) == (["T"], ["a.txt"], 32, 7)
 
 
 def test_config_file_errors(tmp_path, capsys):
@@ -275,9 +279,11 @@ def test_two_processes_produce_the_same_artefacts_as_one(models, tmp_path):
     assert double.returncode == 0, double.stderr[-3000:]
 
     one, two = tmp_path / "one.work", tmp_path / "two.work"
-    assert sorted(p.name for p in (one / "teacher").iterdir()) == sorted(p.name for p in (two / "teacher").iterdir())
-    for chunk in (one / "teacher").iterdir():
-        assert np.array_equal(np.load(chunk), np.load(two / "teacher" / chunk.name))
+    [one_teacher], [two_teacher] = (one / "teachers").iterdir(), (two / "teachers").iterdir()
+    assert one_teacher.name == two_teacher.name
+    assert sorted(p.name for p in one_teacher.iterdir()) == sorted(p.name for p in two_teacher.iterdir())
+    for chunk in one_teacher.glob("*.npy"):
+        assert np.array_equal(np.load(chunk), np.load(two_teacher / chunk.name))
     projection = "projection-pca-d8-n100.safetensors"
     assert (one / projection).read_bytes() == (two / projection).read_bytes()
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
@@ -362,19 +368,20 @@ def test_more_or_fewer_sentences_reuse_the_encoded_chunks(models, tmp_path, monk
     monkeypatch.setattr(eval.sts, "encode_by_length", lambda *a, **k: encoded.append(len(a[1])) or encode_by_length(*a, **k))
     small = config_for(models, tmp_path, epochs=1, max_sentences=250)  # 20 valid + 250 train: chunks 0-4
     distill(small)
-    assert len(encoded) == 5 and json.loads((tmp_path / "out" / "distill_config.json").read_text())["corpus"]["train"] == 250
+    assert encoded == [64, 64, 64, 64, 14]  # the last chunk only as far as needed: no teacher work wasted
+    assert json.loads((tmp_path / "out" / "distill_config.json").read_text())["corpus"]["train"] == 250
 
     encoded.clear()
-    distill(config_for(models, tmp_path, epochs=1, max_sentences=400))  # chunks 0-6: only 5 and 6 are new
-    assert len(encoded) == 2
+    distill(config_for(models, tmp_path, epochs=1, max_sentences=400))  # chunk 4 completed, 5 and 6 new
+    assert encoded == [50, 64, 36]
     encoded.clear()
     distill(config_for(models, tmp_path, epochs=1, max_sentences=120))  # inside what is there
     assert encoded == []
 
     sentences = [*(tmp_path / "out.work/sentences/valid.txt").read_text().splitlines(),
                  *(tmp_path / "out.work/sentences/train.txt").read_text().splitlines()]
-    store = TeacherStore(tmp_path / "out.work" / "teacher", 420, small.chunk_size)
-    expected = encode_by_length(load_encoder(small.teacher), sentences[:448], show_progress_bar=False)
+    store = TeacherStore(small.teacher_dir(small.teacher[0]), 420, small.chunk_size)
+    expected = encode_by_length(load_encoder(small.teacher[0]), sentences[:448], show_progress_bar=False)
     np.testing.assert_allclose(store.rows(np.arange(420)), expected[:420], atol=1e-6)  # same order, same vectors
 
 
@@ -384,13 +391,15 @@ def test_bfloat16_teacher_is_close_to_float32_and_keeps_its_own_vectors(models, 
     vectors = []
     for config in (fp32, bf16):
         distill(config)
-        vectors.append(np.load(tmp_path / config.work_dir / "teacher" / "chunk_000000.npy"))
-        assert json.loads((tmp_path / config.work_dir / "settings.json").read_text())["teacher_dtype"] == config.teacher_dtype
+        folder = config.teacher_dir(config.teacher[0])
+        vectors.append(np.load(folder / "chunk_000000.npy"))
+        assert json.loads((folder / "teacher.json").read_text())["teacher_dtype"] == config.teacher_dtype
     assert not np.array_equal(*vectors)  # autocast really ran
     cosines = (vectors[0] * vectors[1]).sum(1) / np.linalg.norm(vectors[0], axis=1) / np.linalg.norm(vectors[1], axis=1)
     assert cosines.min() > 0.999
-    with pytest.raises(ValueError, match="different settings .*teacher_dtype: 'float32' -> 'bfloat16'"):
-        distill(config_for(models, tmp_path, epochs=1, work_dir=str(tmp_path / "fp32"), teacher_dtype="bfloat16"))
+    # the other precision in the same work dir: vectors of its own beside the float32 ones, nothing mixed
+    distill(config_for(models, tmp_path, epochs=1, work_dir=str(tmp_path / "fp32"), teacher_dtype="bfloat16"))
+    assert len(list((tmp_path / "fp32" / "teachers").iterdir())) == 2
     with pytest.raises(ValueError, match="--teacher-dtype must be float32 or bfloat16"):
         config_for(models, tmp_path, teacher_dtype="float16")
 

@@ -4,13 +4,15 @@ The whole method, stage by stage; each stage leaves its artefact in the work dir
 that artefact is complete and resumes when it is not:
 
 1. sentences   corpus -> de-duplicated, shuffled train/valid lists      work/sentences/
-2. teacher     teacher embeddings of the sentences used, in chunks       work/teacher/chunk_*.npy
-3. projection  PCA of `pca_sentences` teacher vectors -> d x D map       work/projection-*.safetensors
+2. teacher     each teacher's embeddings of the sentences used, chunked  work/teachers/<teacher>/chunk_*.npy
+3. projection  PCA of `pca_sentences` target vectors -> d x D map        work/projection-*.safetensors
+               (several teachers: each L2-normalised, scaled by its weight, concatenated, then projected)
 4. training    student(s) -> W t(s) + b, MSE, AdamW, warm-up            work/run-<hash>/
                (head random as published, or first fitted by least squares: --head-init lstsq)
-5. output      best checkpoint (STS-B dev, else valid MSE) as HPD folder --output, with distill_config.json
+5. output      the checkpoint chosen by --select as HPD folder --output, with distill_config.json
 
-Stages 1-2 (the expensive teacher vectors) belong to the data settings of the work dir; every
+Stage 1 belongs to the data settings of the work dir (corpus content, unit, split, seed, chunking);
+each teacher's vectors live in a folder of their own, so adding a teacher encodes only that one; every
 projection and training configuration gets artefacts of its own beside them, so ablations share them.
 `--max-sentences` takes a prefix of the work dir's shuffled corpus and chunks are cut from that
 whole order, so a run with more (or fewer) sentences reuses every chunk already encoded.
@@ -21,10 +23,13 @@ shared out across processes, training is data-parallel (DDP) through accelerate.
 
 import contextlib
 import dataclasses
+import fcntl
+import functools
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -39,17 +44,21 @@ from modeling_hpd import HPDModel
 
 PROJECTIONS = ("pca", "pca-centered", "none")
 HEAD_INITS = ("random", "lstsq")
+SELECTIONS = ("valid-mse", "stsb-dev", "last")
+UNITS = ("sentence", "paragraph", "mixed")
+STUDENT_DTYPES = ("auto", "float32", "bfloat16")
 HEAD_INIT_SENTENCES = 10_000  # training sentences the least-squares head is fitted on (hidden + 1 unknowns each)
-DATA_SETTINGS = ("corpus", "valid_sentences", "seed", "teacher", "chunk_size", "store_dtype",
-                 "teacher_dtype")
+DATA_SETTINGS = ("corpus", "unit", "valid_sentences", "seed", "chunk_size", "store_dtype")
+TEACHER_SETTINGS = ("teacher", "teacher_dtype")  # each teacher's own folder records these, with its weights' hash
 
 
 @dataclasses.dataclass
 class DistillConfig:
-    teacher: str
+    teacher: list[str]  # one or several teachers (sentence-transformers or HPD models)
     student: str
     corpus: list[str]
     output: str
+    teacher_weights: list[float] | None = None  # several teachers: each one's scale in the joint target (default 1)
     dim: int = 128
     layers: list[int] | None = None  # student layers to keep (layer reduction); None keeps all
     max_sentences: int | None = None
@@ -57,6 +66,8 @@ class DistillConfig:
     valid_sentences: int = 5000
     projection: str = "pca"
     head_init: str = "random"  # lstsq: linear probe first, so a random head does not disturb the encoder early on
+    unit: str = "sentence"  # paragraph / mixed: the student also sees document-length text (WikiExtractor corpora)
+    select: str = "valid-mse"  # which checkpoint becomes --output (docs/reproduction.md: why this default)
     epochs: int = 5
     batch_size: int = 256
     lr: float = 1e-4
@@ -70,12 +81,33 @@ class DistillConfig:
     chunk_size: int = 8192  # teacher vectors per stored chunk: the most a killed run can lose
     store_dtype: str = "float32"
     teacher_dtype: str = "float32"  # bfloat16: autocast, ~1.6x faster on AVX512-BF16 CPUs, cosine >= 0.9999
+    student_dtype: str = "auto"  # training precision: auto = bf16/fp16 mixed on GPU, float32 on CPU
+    freeze_embeddings: bool = False  # keep the word-embedding matrix fixed (most of a small student's weights)
+    stop_after: str | None = None  # "teacher": only cache the teacher vectors (start long runs early)
+    overwrite: bool = False  # replace an --output folder the toolkit did not write
+    trust_remote_code: bool = False  # allow teacher/student folders that ship their own Python code
     log_steps: int = 50
 
     def __post_init__(self):
         if isinstance(self.corpus, (str, Path)):
             self.corpus = [self.corpus]
         self.corpus = [str(c) for c in self.corpus]
+        if isinstance(self.teacher, (str, Path)):
+            self.teacher = [self.teacher]
+        self.teacher = [str(t) for t in self.teacher]
+        if not self.teacher:
+            raise ValueError("give at least one --teacher.")
+        if isinstance(self.teacher_weights, str):
+            self.teacher_weights = [float(x) for x in self.teacher_weights.split(",") if x.strip()]
+        if self.teacher_weights is not None:
+            self.teacher_weights = [float(w) for w in self.teacher_weights]
+            if len(self.teacher_weights) != len(self.teacher) or not all(w > 0 for w in self.teacher_weights):
+                raise ValueError(f"--teacher-weights needs one positive weight per teacher ({len(self.teacher)}); "
+                                 f"got {self.teacher_weights}.")
+            if len(self.teacher) == 1:
+                self.teacher_weights = None  # one teacher's target is its own vectors, as published
+        if len(set(self.teacher)) != len(self.teacher):
+            raise ValueError(f"--teacher names the same model twice ({', '.join(self.teacher)}).")
         if isinstance(self.layers, str):
             self.layers = [int(x) for x in self.layers.split(",") if x.strip()]
         if self.projection not in PROJECTIONS:
@@ -86,6 +118,13 @@ class DistillConfig:
             raise ValueError(f"--store-dtype must be float16 or float32; got {self.store_dtype!r}.")
         if self.teacher_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"--teacher-dtype must be float32 or bfloat16; got {self.teacher_dtype!r}.")
+        for name, allowed in (("select", SELECTIONS), ("unit", UNITS), ("student_dtype", STUDENT_DTYPES),
+                              ("stop_after", (None, "teacher"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name.replace('_', '-')} must be one of "
+                                 f"{', '.join(a for a in allowed if a)}; got {getattr(self, name)!r}.")
+        if self.select == "stsb-dev" and not self.sts_dev:
+            raise ValueError("--select stsb-dev needs --sts-dev FOLDER (the data folder holding STS-B dev).")
         for name in ("dim", "pca_sentences", "valid_sentences", "epochs", "batch_size", "chunk_size",
                      "teacher_batch_size", "log_steps", "micro_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -104,14 +143,22 @@ class DistillConfig:
         return {f.name for f in dataclasses.fields(cls)}
 
     def data_settings(self):
-        """What shapes the shared sentences and teacher vectors: a work dir holds one set of these."""
-        return {name: getattr(self, name) for name in DATA_SETTINGS}
+        """What shapes the shared sentence lists: a work dir holds one set of these (the corpus by content)."""
+        return {name: getattr(self, name) for name in DATA_SETTINGS} | {"corpus": corpus_fingerprint(self.corpus)}
 
     def run_settings(self):
-        """What shapes one projection + training run on top of the data (its folder is named by their hash)."""
+        """What shapes one projection + training run on top of the data (its folder is named by their hash).
+
+        Settings that change only speed or bookkeeping are left out, so changing them resumes the same run."""
         settings = dataclasses.asdict(self)
-        for name in (*DATA_SETTINGS, "output", "work_dir", "log_steps", "teacher_batch_size", "micro_batch_size"):
+        for name in (*DATA_SETTINGS, "output", "work_dir", "log_steps", "teacher_batch_size", "micro_batch_size",
+                     "stop_after", "overwrite", "trust_remote_code"):
             settings.pop(name)
+        for name, default in (("teacher_weights", None), ("student_dtype", "auto"), ("freeze_embeddings", False)):
+            if settings[name] == default:
+                settings.pop(name)  # runs made before these settings existed keep their folders
+        if len(self.teacher) == 1:
+            settings["teacher"] = self.teacher[0]
         return settings
 
     def run_dir(self):
@@ -119,7 +166,45 @@ class DistillConfig:
         return Path(self.work_dir) / f"run-{digest}"
 
     def projection_path(self):
-        return Path(self.work_dir) / f"projection-{self.projection}-d{self.dim}-n{self.pca_sentences}.safetensors"
+        name = f"projection-{self.projection}-d{self.dim}-n{self.pca_sentences}"
+        if len(self.teacher) > 1:  # one teacher keeps the earlier name; a mix is named by its members and weights
+            mix = json.dumps([self.teacher, self.teacher_weights or [1.0] * len(self.teacher)])
+            name += "-mix" + hashlib.sha256(mix.encode()).hexdigest()[:8]
+        return Path(self.work_dir) / f"{name}.safetensors"
+
+    def teacher_dir(self, teacher):
+        """Each teacher's vectors in a folder of its own, keyed by its weights and compute precision, so the same
+        model named by another path (or moved) finds its vectors, and a changed model gets new ones."""
+        key = hashlib.sha256(json.dumps([teacher_weights_sha256(teacher), self.teacher_dtype]).encode()).hexdigest()
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(teacher).name).strip("-")[:48] or "teacher"
+        return Path(self.work_dir) / "teachers" / f"{readable}-{self.teacher_dtype}-{key[:8]}"
+
+
+@functools.cache
+def teacher_weights_sha256(teacher):
+    from training.convert import resolve, weights_sha256
+
+    return weights_sha256(resolve(teacher))
+
+
+def corpus_fingerprint(paths):
+    """Each corpus path with the size and SHA-256 of the files read from it: what the sentences came from.
+
+    A corpus edited in place gets another fingerprint; the same files named another way (absolute or relative)
+    get the same one."""
+    from training.corpus import corpus_files
+
+    fingerprint = []
+    for path in paths:
+        digest, size = hashlib.sha256(), 0
+        for file in corpus_files(Path(path)):
+            digest.update(str(file.relative_to(path) if file != Path(path) else file.name).encode() + b"\0")
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+                    size += len(block)
+        fingerprint.append({"name": Path(path).name, "bytes": size, "sha256": digest.hexdigest()})
+    return fingerprint
 
 
 # --- stage 1: sentences -------------------------------------------------------------------------
@@ -132,15 +217,21 @@ def prepare_sentences_stage(config, work):
     folder = work / "sentences"
     info_file = folder / "corpus.json"
     if not info_file.is_file():
-        train, valid, digest = prepare_sentences(config.corpus, None, config.valid_sentences, config.seed)
+        train, valid, digest = prepare_sentences(config.corpus, None, config.valid_sentences, config.seed, config.unit)
         folder.mkdir(parents=True, exist_ok=True)
         # The work dir now holds artefacts of these settings (a run that failed earlier left nothing).
         _write_atomic(work / "settings.json", json.dumps(config.data_settings(), indent=2))
         _write_atomic(folder / "train.txt", "\n".join(train) + "\n")
         _write_atomic(folder / "valid.txt", "\n".join(valid) + "\n")
         _write_atomic(info_file, json.dumps({"train": len(train), "valid": len(valid), "sha256": digest}))
-    train = (folder / "train.txt").read_text(encoding="utf-8").splitlines()
-    valid = (folder / "valid.txt").read_text(encoding="utf-8").splitlines()
+    info = json.loads(info_file.read_text())
+    # split("\n"), not splitlines(): the lists are one item per "\n"-terminated line, whatever else they hold
+    train = (folder / "train.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    valid = (folder / "valid.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    if (len(train), len(valid)) != (info["train"], info["valid"]):
+        raise ValueError(f"{folder} holds {len(train)} + {len(valid)} sentences where corpus.json records "
+                         f"{info['train']} + {info['valid']}: the files were changed; delete {config.work_dir} "
+                         "to start fresh.")
     used = train[: config.max_sentences]
     digest = hashlib.sha256("\n".join(valid + used).encode("utf-8")).hexdigest()
     return valid, train, {"train": len(used), "valid": len(valid), "available": len(train), "sha256": digest}
@@ -149,7 +240,9 @@ def prepare_sentences_stage(config, work):
 # --- stage 2: teacher vectors -------------------------------------------------------------------
 
 class TeacherStore:
-    """Teacher vectors of `valid + train` (in that order), in fixed-size .npy chunks read memory-mapped."""
+    """One teacher's vectors of `valid + train` (in that order), in .npy chunks of `chunk_size` rows, read
+    memory-mapped. Chunk i always holds sentences [i * chunk_size, (i + 1) * chunk_size); the last chunk a run
+    needs may hold only the rows it needs, and a later, larger run extends it."""
 
     def __init__(self, folder, total, chunk_size):
         self.folder, self.total, self.chunk_size = Path(folder), total, chunk_size
@@ -159,8 +252,19 @@ class TeacherStore:
     def chunk_path(self, index):
         return self.folder / f"chunk_{index:06d}.npy"
 
+    def rows_needed(self, index):
+        return min(self.chunk_size, self.total - index * self.chunk_size)
+
+    def rows_stored(self, index):
+        path = self.chunk_path(index)
+        return np.load(path, mmap_mode="r").shape[0] if path.is_file() else 0
+
     def missing_chunks(self):
-        return [i for i in range(self.chunk_count) if not self.chunk_path(i).is_file()]
+        return [i for i in range(self.chunk_count) if self.rows_stored(i) < self.rows_needed(i)]
+
+    @property
+    def dim(self):
+        return np.load(self.chunk_path(0), mmap_mode="r").shape[1]
 
     def rows(self, indices):
         """float32 vectors of the given sentence positions; only the chunks touched are paged in."""
@@ -177,51 +281,93 @@ class TeacherStore:
         return out
 
 
-def load_teacher(config, device):
+class TargetVectors:
+    """The distillation target before projection: one teacher's vectors as they are (as published), or several
+    teachers' vectors, each L2-normalised and scaled by its weight, side by side."""
+
+    def __init__(self, stores, weights=None):
+        self.stores = stores
+        self.weights = weights if len(stores) > 1 else None
+
+    @property
+    def dim(self):
+        return sum(store.dim for store in self.stores)
+
+    def rows(self, indices):
+        if self.weights is None:
+            return self.stores[0].rows(indices)
+        parts = []
+        for store, weight in zip(self.stores, self.weights):
+            vectors = store.rows(indices)
+            parts.append(weight * vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12))
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def load_teacher(config, teacher, device):
     from eval.sts import load_encoder
 
-    teacher = load_encoder(config.teacher, device=device)
+    encoder = load_encoder(teacher, device=device, trust_remote_code=config.trust_remote_code)
     try:
-        probe = teacher.encode(["A teacher must be able to encode this sentence."], convert_to_numpy=True)
+        probe = encoder.encode(["A teacher must be able to encode this sentence."], convert_to_numpy=True)
     except Exception as error:
-        raise ValueError(f"teacher {config.teacher} cannot encode sentences ({type(error).__name__}: {error}); "
+        raise ValueError(f"teacher {teacher} cannot encode sentences ({type(error).__name__}: {error}); "
                          "pass a sentence-transformers or HPD model folder.") from None
-    teacher_dim = probe.shape[-1]
-    if config.projection == "none" and config.dim != teacher_dim:
-        raise ValueError(f"--projection none keeps the teacher's {teacher_dim} dimensions; pass --dim {teacher_dim}.")
-    if config.dim > teacher_dim:
-        raise ValueError(f"--dim {config.dim} is larger than the teacher's embedding dimension ({teacher_dim}); "
-                         f"choose --dim <= {teacher_dim}.")
-    return teacher
+    check_dim(config, probe.shape[-1])
+    return encoder
+
+
+def check_dim(config, target_dim):
+    """--dim against the (joint) teacher dimension, before any projection is fitted."""
+    if config.projection == "none" and config.dim != target_dim:
+        raise ValueError(f"--projection none keeps the teacher's {target_dim} dimensions; pass --dim {target_dim}.")
+    if config.dim > target_dim:
+        raise ValueError(f"--dim {config.dim} is larger than the teacher's embedding dimension ({target_dim}); "
+                         f"choose --dim <= {target_dim}.")
 
 
 def teacher_stage(config, work, sentences, used, accelerator):
-    """Encodes the missing chunks that cover the first `used` of `sentences` (valid + all train); chunk i is
-    always sentences[i * chunk_size : (i + 1) * chunk_size], whatever `used` is, so runs of other sizes share
-    chunks. Chunk i belongs to process i % world_size. Each chunk is written atomically."""
+    """Encodes, for every teacher, the rows missing from the chunks that cover the first `used` of `sentences`
+    (valid + all train), so runs of other sizes and other teacher mixes share vectors. Chunk i belongs to
+    process i % world_size; each chunk is written atomically. Returns the TargetVectors."""
     from eval.sts import encode_by_length
 
-    store = TeacherStore(work / "teacher", used, config.chunk_size)
-    missing = store.missing_chunks()
-    if missing:
-        store.folder.mkdir(parents=True, exist_ok=True)
-        teacher = load_teacher(config, accelerator.device)
-        mine = [i for i in missing if i % accelerator.num_processes == accelerator.process_index]
-        todo = sum(len(sentences[i * config.chunk_size : (i + 1) * config.chunk_size]) for i in missing)
-        with tqdm(total=todo, desc="Teacher vectors", unit="sent", smoothing=0.05,
-                  disable=not accelerator.is_main_process) as bar:
-            for index in mine:
-                chunk = sentences[index * config.chunk_size : (index + 1) * config.chunk_size]
-                with torch.autocast(accelerator.device.type, dtype=torch.bfloat16,
-                                    enabled=config.teacher_dtype == "bfloat16"):
-                    vectors = encode_by_length(teacher, chunk, config.teacher_batch_size, show_progress_bar=False)
-                _save_npy_atomic(store.chunk_path(index), vectors.astype(config.store_dtype))
-                bar.update(len(chunk) * accelerator.num_processes)  # the others advance alike
-        del teacher
-    accelerator.wait_for_everyone()
-    if store.missing_chunks():
-        raise RuntimeError(f"teacher chunks {store.missing_chunks()[:5]} are missing after encoding; run again to resume.")
-    return store
+    stores = []
+    for teacher in config.teacher:
+        folder = config.teacher_dir(teacher)
+        store = TeacherStore(folder, used, config.chunk_size)
+        missing = store.missing_chunks()
+        if missing:
+            if accelerator.is_main_process and not (folder / "teacher.json").is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                _write_atomic(folder / "teacher.json", json.dumps(
+                    {"teacher": teacher, "teacher_dtype": config.teacher_dtype,
+                     "weights_sha256": teacher_weights_sha256(teacher)}, indent=2))
+            accelerator.wait_for_everyone()
+            encoder = load_teacher(config, teacher, accelerator.device)
+            mine = [i for i in missing if i % accelerator.num_processes == accelerator.process_index]
+            todo = sum(store.rows_needed(i) - store.rows_stored(i) for i in missing)
+            with tqdm(total=todo, desc=f"Teacher vectors ({Path(teacher).name})", unit="sent", smoothing=0.05,
+                      disable=not accelerator.is_main_process) as bar:
+                for index in mine:
+                    have, need = store.rows_stored(index), store.rows_needed(index)
+                    start = index * config.chunk_size
+                    with torch.autocast(accelerator.device.type, dtype=torch.bfloat16,
+                                        enabled=config.teacher_dtype == "bfloat16"):
+                        vectors = encode_by_length(encoder, sentences[start + have : start + need],
+                                                   config.teacher_batch_size, show_progress_bar=False)
+                    if have:
+                        vectors = np.concatenate([np.load(store.chunk_path(index)), vectors])
+                    _save_npy_atomic(store.chunk_path(index), vectors.astype(config.store_dtype))
+                    bar.update((need - have) * accelerator.num_processes)  # the others advance alike
+            del encoder
+        accelerator.wait_for_everyone()
+        if store.missing_chunks():
+            raise RuntimeError(f"teacher chunks {store.missing_chunks()[:5]} of {folder} are missing after encoding; "
+                               "run again to resume.")
+        stores.append(store)
+    vectors = TargetVectors(stores, config.teacher_weights or [1.0] * len(stores))
+    check_dim(config, vectors.dim)  # also when the vectors were there already
+    return vectors
 
 
 # --- stage 3: the homomorphic projection ----------------------------------------------------------
@@ -254,10 +400,10 @@ def check_projection(weight, kind, name):
                            "the file is damaged; delete the projection file from the work dir and run again.")
 
 
-def projection_stage(config, store, valid_count, accelerator):
+def projection_stage(config, vectors, valid_count, accelerator):
     path = config.projection_path()
     if accelerator.is_main_process and not path.is_file():
-        sample = store.rows(np.arange(valid_count, valid_count + config.pca_sentences))
+        sample = vectors.rows(np.arange(valid_count, valid_count + config.pca_sentences))
         weight, bias = fit_projection(sample, config.dim, config.projection, config.seed)
         tmp = path.with_suffix(".tmp")
         save_file({"weight": weight, "bias": bias}, str(tmp), metadata={"kind": config.projection})
@@ -270,7 +416,7 @@ def projection_stage(config, store, valid_count, accelerator):
 
 # --- stage 4: the student ---------------------------------------------------------------------------
 
-def build_student(base, dim, layers=None, seed=42):
+def build_student(base, dim, layers=None, seed=42, trust_remote_code=False):
     """(HPDModel, tokenizer): the base's encoder (optionally only `layers`) under a fresh dim-d tanh head.
 
     `base` is an HPD or sentence-transformers model, or a plain BERT checkpoint (e.g. TinyBERT)."""
@@ -281,7 +427,7 @@ def build_student(base, dim, layers=None, seed=42):
     folder = resolve(base)
     try:
         model_format(folder)
-        source, tokenizer = load_hpd(folder)
+        source, tokenizer = load_hpd(folder, trust_remote_code=trust_remote_code)
         encoder, pooling, max_seq_length = source.bert, source.config.pooling, source.config.max_seq_length
     except ValueError:  # no sentence encoder: maybe a plain BERT checkpoint
         model_type = json.loads((folder / "config.json").read_text()).get("model_type") \
@@ -360,7 +506,18 @@ def validate(model, tokenizer, valid, valid_targets, stsb_dev, device, batch_siz
     return figures
 
 
-def training_stage(config, student, stsb_dev, train, valid, store, projection, accelerator):
+def selection_metric(config, figures, step):
+    """Higher is better. valid-mse (default): the distillation objective on held-out corpus sentences, which
+    falls steadily while STS-B dev is flat and noisy on short runs (docs/reproduction.md); stsb-dev: STS-B dev
+    Spearman; last: the final step."""
+    if config.select == "stsb-dev":
+        return figures["stsb_dev_spearman"]
+    if config.select == "last":
+        return step
+    return -figures["valid_mse"]
+
+
+def training_stage(config, student, stsb_dev, train, valid, vectors, projection, accelerator):
     from transformers import get_linear_schedule_with_warmup
 
     from training.convert import save_hpd_folder
@@ -372,15 +529,17 @@ def training_stage(config, student, stsb_dev, train, valid, store, projection, a
         # every process fits the same head; a resumed run gets its weights from the checkpoint instead
         count = min(HEAD_INIT_SENTENCES, len(train))
         accelerator.print(f"Fitting the head by least squares on {count} training sentences.")
-        fit_head(model, tokenizer, train[:count], targets(store.rows(len(valid) + np.arange(count)), weight, bias),
+        fit_head(model, tokenizer, train[:count], targets(vectors.rows(len(valid) + np.arange(count)), weight, bias),
                  config.teacher_batch_size, accelerator.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    if config.freeze_embeddings:
+        model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps), total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     eval_steps = config.eval_steps or steps_per_epoch
-    valid_targets = targets(store.rows(np.arange(len(valid))), weight, bias)
+    valid_targets = targets(vectors.rows(np.arange(len(valid))), weight, bias)
 
     checkpoints, log_path, best_dir = run / "checkpoints", run / "train_log.jsonl", run / "best"
     if accelerator.is_main_process and not (run / "settings.json").is_file():
@@ -402,9 +561,10 @@ def training_stage(config, student, stsb_dev, train, valid, store, projection, a
         if accelerator.is_main_process:
             figures = validate(accelerator.unwrap_model(model), tokenizer, valid, valid_targets, stsb_dev,
                                accelerator.device, config.teacher_batch_size)
-            append_log(log_path, {"step": step, **figures})
-            metric = figures.get("stsb_dev_spearman", -figures["valid_mse"])
-            if state["best_metric"] is None or metric > state["best_metric"]:
+            metric = selection_metric(config, figures, step)
+            chosen = state["best_metric"] is None or metric > state["best_metric"]
+            append_log(log_path, {"step": step, **figures, **({"selected": config.select} if chosen else {})})
+            if chosen:
                 state.update(best_metric=metric, best_step=step, best_figures=figures)
                 save_hpd_folder(accelerator.unwrap_model(model), tokenizer, best_dir)
             bar.set_postfix(figures)
@@ -425,8 +585,8 @@ def training_stage(config, student, stsb_dev, train, valid, store, projection, a
         batch = order[position * config.batch_size : (position + 1) * config.batch_size]
         mine = batch[accelerator.process_index :: accelerator.num_processes]  # this process's share
         loss = accumulate_gradients(model, tokenizer, [train[i] for i in mine],
-                                    targets(store.rows(len(valid) + mine), weight, bias), config.micro_batch_size,
-                                    accelerator)
+                                    targets(vectors.rows(len(valid) + mine), weight, bias), config.micro_batch_size,
+                                    accelerator, bfloat16=config.student_dtype == "bfloat16")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
@@ -444,7 +604,7 @@ def training_stage(config, student, stsb_dev, train, valid, store, projection, a
     return state
 
 
-def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, accelerator):
+def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, accelerator, bfloat16=False):
     """Gradients of MSE(student(sentences), goal) over the whole batch; returns the loss.
 
     The batch runs as micro-batches of similar length: on CPU, padding a random batch to its longest
@@ -457,7 +617,8 @@ def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, ac
     for number, part in enumerate(parts):
         features = tokenizer.pad({"input_ids": [token_ids[i] for i in part]}, return_tensors="pt").to(accelerator.device)
         last = number == len(parts) - 1
-        with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
+        with (contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast(),
+              torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bfloat16)):
             predicted = model(**features).sentence_embedding.float()
             loss = ((predicted - goal[part].to(accelerator.device)) ** 2).sum() / elements
             accelerator.backward(loss)
@@ -501,72 +662,151 @@ def truncate_log(path, step):
 # --- the whole run -----------------------------------------------------------------------------------
 
 def distill(config):
-    """Runs every stage (skipping finished ones) and returns the output folder."""
+    """Runs every stage (skipping finished ones) and returns the output folder (the work dir with
+    --stop-after teacher)."""
     from accelerate import Accelerator
 
     from eval.sts import load_stsb_split
+    from training.output_dir import check_target, replace_folder
 
     cuda = torch.cuda.is_available()
-    mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    # auto: accelerate's mixed precision on GPU; an explicit bfloat16 is torch.autocast in the training step
+    mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda and config.student_dtype == "auto" else "no"
     # Each step's global batch is split across processes here, so the schedule advances once per step.
     accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, step_scheduler_with_optimizer=False)
     work, output = Path(config.work_dir), Path(config.output)
-    check_work_dir(work, config)
-    # Cheap checks first: a bad --layers or --sts-dev must not wait for hours of teacher encoding.
-    student = build_student(config.student, config.dim, config.layers, config.seed)
-    stsb_dev = load_stsb_split(config.sts_dev, "dev") if config.sts_dev else None
+    # Cheap checks first: a bad --output, --teacher, --layers or --sts-dev must not wait for hours of encoding.
+    if config.stop_after is None:
+        check_target(output, overwrite=config.overwrite, sources=[work, *config.teacher, config.student])
+    for teacher in config.teacher:
+        config.teacher_dir(teacher)  # resolves the teacher and hashes its weights: a typo fails here
+    with work_dir_lock(work, accelerator):
+        check_work_dir(work, config)
+        upgrade_work_dir(work, config)
+        student = build_student(config.student, config.dim, config.layers, config.seed, config.trust_remote_code)
+        stsb_dev = load_stsb_split(config.sts_dev, "dev") if config.sts_dev else None
 
-    if accelerator.is_main_process:
-        prepare_sentences_stage(config, work)
-    accelerator.wait_for_everyone()
-    valid, all_train, corpus = prepare_sentences_stage(config, work)
-    train = all_train[: config.max_sentences]
-    accelerator.print(f"Corpus: {corpus['train']} training sentences (of {corpus['available']}) and "
-                      f"{corpus['valid']} validation sentences.")
-    if len(train) < max(config.dim, config.pca_sentences if config.projection != "none" else 0):
-        raise ValueError(f"the corpus has {len(train)} training sentences, fewer than --pca-sentences "
-                         f"{config.pca_sentences} or --dim {config.dim}; lower them or add text.")
-    if config.projection != "none" and config.pca_sentences < config.dim:
-        raise ValueError(f"--pca-sentences {config.pca_sentences} is fewer than --dim {config.dim}: PCA needs at "
-                         "least as many sentences as dimensions.")
+        if accelerator.is_main_process:
+            prepare_sentences_stage(config, work)
+        accelerator.wait_for_everyone()
+        valid, all_train, corpus = prepare_sentences_stage(config, work)
+        train = all_train[: config.max_sentences]
+        accelerator.print(f"Corpus: {corpus['train']} training sentences (of {corpus['available']}) and "
+                          f"{corpus['valid']} validation sentences. Work dir {work}: run the same command again to "
+                          "resume after an interruption.")
+        if config.stop_after is None and len(train) < max(config.dim, config.pca_sentences
+                                                          if config.projection != "none" else 0):
+            raise ValueError(f"the corpus has {len(train)} training sentences, fewer than --pca-sentences "
+                             f"{config.pca_sentences} or --dim {config.dim}; lower them or add text.")
+        if config.projection != "none" and config.pca_sentences < config.dim:
+            raise ValueError(f"--pca-sentences {config.pca_sentences} is fewer than --dim {config.dim}: PCA needs "
+                             "at least as many sentences as dimensions.")
 
-    store = teacher_stage(config, work, valid + all_train, len(valid) + len(train), accelerator)
-    del all_train
-    projection = projection_stage(config, store, len(valid), accelerator)
-    state = training_stage(config, student, stsb_dev, train, valid, store, projection, accelerator)
+        vectors = teacher_stage(config, work, valid + all_train, len(valid) + len(train), accelerator)
+        del all_train
+        if config.stop_after == "teacher":
+            accelerator.print(f"Teacher vectors of {len(valid) + len(train)} sentences are in {work}.")
+            return work
+        projection = projection_stage(config, vectors, len(valid), accelerator)
+        state = training_stage(config, student, stsb_dev, train, valid, vectors, projection, accelerator)
 
-    if accelerator.is_main_process:
-        if output.exists():
-            shutil.rmtree(output)
-        shutil.copytree(config.run_dir() / "best", output)
-        record = {
-            "settings": dataclasses.asdict(config),
-            "teacher": config.teacher,
-            "student": config.student,
-            "corpus": corpus,
-            "processes": accelerator.num_processes,
-            "run_dir": str(config.run_dir()),
-            "best_step": state["best_step"],
-            "validation": state["best_figures"],
-            "selected_by": "stsb_dev_spearman" if config.sts_dev else "valid_mse",
-        }
-        _write_atomic(output / "distill_config.json", json.dumps(record, indent=2) + "\n")
-        accelerator.print(f"Best step {state['best_step']}: {state['best_figures']}. HPD model written to {output}")
-    accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            record = {
+                "settings": dataclasses.asdict(config),
+                "teacher": config.teacher[0] if len(config.teacher) == 1 else config.teacher,
+                "teacher_weights": config.teacher_weights,
+                "student": config.student,
+                "corpus": corpus,
+                "processes": accelerator.num_processes,
+                "run_dir": str(config.run_dir()),
+                "best_step": state["best_step"],
+                "validation": state["best_figures"],
+                "selected_by": config.select,
+                "selection": f"step {state['best_step']} of {state['step']}: " + {
+                    "valid-mse": "the lowest validation MSE against the projected teacher vectors",
+                    "stsb-dev": "the highest STS-B dev Spearman",
+                    "last": "the last step"}[config.select],
+            }
+            with replace_folder(output, overwrite=config.overwrite,
+                                sources=[work, *config.teacher, config.student]) as staging:
+                shutil.copytree(config.run_dir() / "best", staging, dirs_exist_ok=True)
+                _write_atomic(staging / "distill_config.json", json.dumps(record, indent=2) + "\n")
+            accelerator.print(f"Selected step {state['best_step']} ({record['selection']}): {state['best_figures']}. "
+                              f"HPD model written to {output}")
+        accelerator.wait_for_everyone()
     return output
 
 
+@contextlib.contextmanager
+def work_dir_lock(work, accelerator):
+    """One `hpd distill` per work dir at a time (the main process holds an flock; it ends with the process)."""
+    if not accelerator.is_main_process:
+        yield
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            raise ValueError(f"work dir {work} is in use by another hpd distill (pid {owner}); wait for it to "
+                             "finish or pass another --work-dir.") from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def check_work_dir(work, config):
-    """A work dir belongs to one corpus and teacher: other data settings would mix teacher vectors."""
+    """A work dir belongs to one corpus (by content), unit, split and chunking: anything else would mix vectors
+    of other sentences. A non-empty folder that is no work dir is refused rather than written into."""
     settings_file = work / "settings.json"
-    if settings_file.is_file():
-        saved = json.loads(settings_file.read_text())
-        settings = json.loads(json.dumps(config.data_settings()))
-        changed = [f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(saved) | set(settings))
-                   if saved.get(k) != settings.get(k)]
-        if changed:
-            raise ValueError(f"work dir {work} was made with different settings ({'; '.join(changed)}); "
-                             f"pass another --work-dir or delete {work} to start fresh.")
+    if not settings_file.is_file():
+        strangers = [p.name for p in work.iterdir() if p.name != ".lock"] if work.is_dir() else []
+        if strangers:
+            raise ValueError(f"work dir {work} is not empty and is not an hpd distill work dir (it holds "
+                             f"{', '.join(sorted(strangers)[:3])}); pass an empty or new --work-dir.")
+        return
+    saved = json.loads(settings_file.read_text())
+    settings = json.loads(json.dumps(config.data_settings()))
+    if saved.get("corpus") and isinstance(saved["corpus"][0], str):  # a work dir from before content fingerprints
+        saved["corpus"] = settings["corpus"] if saved["corpus"] == config.corpus else saved["corpus"]
+    saved = {k: v for k, v in saved.items() if k not in TEACHER_SETTINGS}  # now per teacher (upgrade_work_dir)
+    saved.setdefault("unit", "sentence")
+    changed = [f"{k}: {_short(saved.get(k))} -> {_short(settings.get(k))}" for k in sorted(set(saved) | set(settings))
+               if saved.get(k) != settings.get(k)]
+    if changed:
+        raise ValueError(f"work dir {work} was made with different settings ({'; '.join(changed)}); "
+                         f"pass another --work-dir or delete {work} to start fresh.")
+
+
+def upgrade_work_dir(work, config):
+    """Brings a work dir of an earlier version (one teacher in work/teacher, corpus named by path) to today's
+    layout, keeping its sentences and teacher vectors."""
+    settings_file = work / "settings.json"
+    if not settings_file.is_file():
+        return
+    saved = json.loads(settings_file.read_text())
+    if "teacher" in saved and (work / "teacher").is_dir():
+        legacy = DistillConfig(**{**dataclasses.asdict(config), "teacher": saved["teacher"],
+                                  "teacher_dtype": saved.get("teacher_dtype", "float32")})
+        target = legacy.teacher_dir(saved["teacher"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work / "teacher", target)
+        _write_atomic(target / "teacher.json", json.dumps(
+            {"teacher": saved["teacher"], "teacher_dtype": legacy.teacher_dtype,
+             "weights_sha256": teacher_weights_sha256(saved["teacher"])}, indent=2))
+    if saved != config.data_settings():
+        _write_atomic(settings_file, json.dumps(config.data_settings(), indent=2))
+
+
+def _short(value):
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def load_config_file(path):
