@@ -95,9 +95,9 @@ def eval_mteb_command(args):
     for task, score in result["scores"].items():
         print(f"{task:<{width}}  {score:6.2f}")
     print(f"Results: {result['results_folder']}\nModelMeta source: {result['model_meta_file']}")
-    if args.data and "SICK-R" in result["scores"]:
-        print("Note: the local SICK.txt has 9,840 pairs where MTEB's SICK-R has 9,927; do not submit this SICK-R "
-              "result to the results repository.")
+    for task, difference in result["differs_from_mteb"].items():
+        print(f"Note: the local data of {task} differ from MTEB's ({difference}), so `hpd release` will not submit "
+              "this result; run without --data on a machine with the Hub for the leaderboard.")
 
 
 def distill_command(args):
@@ -112,14 +112,18 @@ def distill_command(args):
 
 
 def release_command(args):
-    from training.output_dir import MARKER
-    from training.release import build_release, check_release
+    from training.hub_push import files_to_push
+    from training.release import NOT_PUSHED, SUBMISSION_DIR, build_release, check_release, submission_status
 
     if args.check:
         problems = check_release(args.check, trust_remote_code=args.trust_remote_code)
-        if problems:
-            raise ValueError(f"{args.check} is not fit to push: {'; '.join(problems)}.")
+        refused, pending = submission_status(args.check, trust_remote_code=args.trust_remote_code)
+        if problems or refused:
+            raise ValueError("; ".join(filter(None, [problems and f"{args.check} is not fit to push: "
+                                                     f"{'; '.join(problems)}", refused])) + ".")
         print(f"{args.check}: files, model card and both loaders check out.")
+        if pending:
+            print(f"The MTEB submission is not ready: {pending}.")
         return
     missing = [flag for flag, value in (("MODEL", args.model), ("--out", args.out), ("--repo-id", args.repo_id))
                if value is None]
@@ -129,17 +133,26 @@ def release_command(args):
                                    args.license, args.base_model, weights_dtype=args.weights_dtype,
                                    overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
     problems = check_release(out, reference)
-    if problems:
-        raise ValueError(f"the release folder {out} failed its checks, nothing was pushed: {'; '.join(problems)}.")
+    refused, pending = submission_status(out)
+    if problems or refused:
+        raise ValueError(f"the release folder {out} failed its checks, nothing was pushed: "
+                         f"{'; '.join([*problems, *filter(None, [refused])])}.")
     print(f"Release folder {out} (checked: both loaders reproduce the model, the card parses):")
-    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != MARKER):  # the marker is not pushed
-        print(f"  {path.relative_to(out)}  ({path.stat().st_size:,} bytes)")
+    for name, path in files_to_push(out, NOT_PUSHED).items():  # exactly what --push uploads
+        print(f"  {name}  ({path.stat().st_size:,} bytes)")
     if args.push:
         from training.hub_push import push_folder
+        from training.release import finish_mteb_submission
 
-        url = push_folder(out, args.repo_id, private=args.private, revision=args.revision,
-                          commit_message=args.commit_message or f"Release {args.repo_id} with hpd release")
-        print(f"Pushed in one commit: {url}")
+        pushed = push_folder(out, args.repo_id, private=args.private, revision=args.revision,
+                             commit_message=args.commit_message or f"Release {args.repo_id} with hpd release",
+                             ignore_patterns=NOT_PUSHED)
+        print(f"Pushed in one commit: {pushed.url}")
+        if args.mteb_results:
+            folder = finish_mteb_submission(out, args.repo_id, pushed)
+            print(f"MTEB submission ready (not pushed; see {out / SUBMISSION_DIR / 'SUBMITTING.md'}): {folder}")
+    elif args.mteb_results:
+        print(f"MTEB submission prepared in {out / SUBMISSION_DIR}, not ready: {pending}.")
 
 
 def add_trust_flag(parser):

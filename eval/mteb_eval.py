@@ -2,29 +2,36 @@
 
 We only load the model (`eval.sts.load_encoder`) and, offline, hand mteb the pairs of the raw official
 releases read by `eval.sts.load_pairs`. Results land in mteb's results layout,
-`<output_folder>/<org>__<name>/<revision>/<Task>.json`, next to mteb's `model_meta.json` and a
-`model_meta.py` (the model's `ModelMeta` as Python source, for a pull request to mteb).
+`<output_folder>/<org>__<name>/<revision>/<Task>.json`, next to mteb's `model_meta.json`, a
+`model_meta.py` (the model's `ModelMeta` as Python source, for a pull request to mteb) and
+`hpd_provenance.jsonl`: for each task, where its data came from (the Hub, or local files and whether
+those equal MTEB's own dataset) and which model weights were scored. `hpd release` reads it to refuse
+results that do not belong in the leaderboard.
 """
 
 import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 
 from eval.sts import load_encoder, load_pairs, parse_tasks
+from training.convert import weights_sha256
 
 MTEB_NAMES = {"SICKRelatedness": "SICK-R"}  # our canonical task name -> mteb's, where they differ
+# Not *.json: mteb's result loaders take every other .json beside model_meta.json for a task result.
+PROVENANCE_FILE = "hpd_provenance.jsonl"
+META_IMPORTS = """from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
+from mteb.models.model_meta import ScoringFunction
+"""
 META_HEADER = '''"""ModelMeta for a pull request to mteb (mteb/models/model_implementations/), written by `hpd eval mteb`.
 
-Fields that cannot be read from the model folder are None: fill in at least release_date, languages,
-license, open_weights, public_training_code/data and training_datasets before submitting.
+Fields that cannot be read from the model folder are None: `hpd release --mteb-results` fills in what the
+release knows (licence, languages, revision, citation, training data...) and lists the rest in SUBMITTING.md.
 """
 
-from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
-from mteb.models.model_meta import ScoringFunction
-
-'''
+''' + META_IMPORTS + "\n"
 
 
 def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_progress_bar=True, name=None,
@@ -32,7 +39,8 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
     """Evaluates `model` (a folder or Hub id) with mteb on STS tasks; see the module docstring for the files.
 
     Returns {"scores": {mteb task name: main score (cosine_spearman) x 100, 2 decimals}, "results_folder",
-    "model_meta_file", "data_source"}. With `data_dir`, the tasks get the local raw files and never touch the Hub.
+    "model_meta_file", "data_source", "differs_from_mteb": {task: how its local data differ from MTEB's}}.
+    With `data_dir`, the tasks get the local raw files and never touch the Hub.
     `name` ("org/name") overrides the model name in the results layout and the ModelMeta. A NaN or infinite
     score is an error and then no file is written: mteb would write it as a result, ready for a pull request."""
     import mteb
@@ -61,8 +69,12 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
         data_source = f"local raw files in {data_dir}"
         print(f"mteb: {', '.join(t.metadata.name for t in mteb_tasks)} fed from the {data_source}, "
               "not from the Hugging Face Hub.")
+        provenance = {task.metadata.name: {"data": "local", "data_dir": str(Path(data_dir).expanduser().resolve()),
+                                           "differs_from_mteb": local_data_difference(task)} for task in mteb_tasks}
     else:
         data_source = "Hugging Face Hub"  # each task's load_data downloads its pinned dataset revision
+        provenance = {task.metadata.name: {"data": "hub", "dataset": task.metadata.dataset["path"],
+                                           "dataset_revision": task.metadata.revision} for task in mteb_tasks}
 
     # cache=None: mteb's default is a ResultCache under ~/.cache/mteb (or $MTEB_CACHE), which must never
     # receive results of local or toy data; we write the same files ourselves, with mteb's serialisation.
@@ -82,6 +94,10 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
     # the same model_meta.json that ResultCache.save_to_cache writes next to the results
     (folder / "model_meta.json").write_text(json.dumps(meta.to_dict(), default=str, indent=4), encoding="utf-8")
     meta_file = write_model_meta(model, encoder, name, folder / "model_meta.py", meta)
+    local = Path(model).expanduser().is_dir()
+    model_sha256 = weights_sha256(Path(model).expanduser()) if local else None  # a Hub id: which files is unknown here
+    write_provenance(folder, {task: {**entry, "model": str(model), "model_sha256": model_sha256}
+                              for task, entry in provenance.items()})
 
     main_scores = {r.task_name: r.get_score() for r in result.task_results}  # main_score is cosine_spearman
     order = [MTEB_NAMES.get(name, name) for name in names]
@@ -90,6 +106,8 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
         "results_folder": str(folder),
         "model_meta_file": str(meta_file),
         "data_source": data_source,
+        "differs_from_mteb": {task: entry["differs_from_mteb"] for task, entry in provenance.items()
+                              if entry.get("differs_from_mteb")},
     }
 
 
@@ -98,6 +116,61 @@ def write_model_meta(model, encoder, name, path, meta=None):
     meta = meta or _model_meta(model, encoder, name)
     Path(path).write_text(META_HEADER + f"{_variable_name(meta.name)} = {meta.to_python()}\n", encoding="utf-8")
     return Path(path)
+
+
+def read_provenance(folder):
+    """{mteb task name: provenance entry} recorded in a results folder by `hpd eval mteb` (empty when none)."""
+    path = Path(folder) / PROVENANCE_FILE
+    if not path.is_file():
+        return {}
+    entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {entry["task"]: entry for entry in entries}
+
+
+def write_provenance(folder, entries):
+    """Adds or replaces the tasks of `entries` in the folder's provenance record (runs may add tasks one by one)."""
+    merged = {**read_provenance(folder), **{task: {"task": task, **entry} for task, entry in entries.items()}}
+    (Path(folder) / PROVENANCE_FILE).write_text("".join(json.dumps(merged[task]) + "\n" for task in sorted(merged)),
+                                                encoding="utf-8")
+
+
+def local_data_difference(task):
+    """None when the data fed to `task` equals MTEB's own dataset in every descriptive statistic mteb ships for
+    it (pairs, characters and lengths per side, distinct texts and pairs, score range and mean); else the first
+    statistic that differs, as a phrase. mteb computes both sides: the shipped file and, here, its own
+    statistics code run on the fed data."""
+    shipped = task.metadata.descriptive_stats
+    if not shipped:
+        return f"mteb ships no statistics of its {task.metadata.name} dataset to compare them with"
+    for split in task.metadata.eval_splits:
+        if split not in shipped:
+            return f"mteb ships no statistics of its {task.metadata.name} {split} split to compare them with"
+        ours = dict(task._calculate_descriptive_statistics_from_split(split))
+        # mteb 2.x counts unordered distinct pairs; the statistics it ships were counted as ordered pairs
+        column1, column2 = task.column_names
+        ordered = len(set(zip(task.dataset[split][column1], task.dataset[split][column2])))
+        if shipped[split].get("unique_pairs") == ordered:
+            ours["unique_pairs"] = ordered
+        difference = _first_difference(ours, shipped[split])
+        if difference:
+            return f"{split} {difference}"
+    return None
+
+
+def _first_difference(ours, theirs, prefix=""):
+    for key, expected in theirs.items():
+        found = ours.get(key) if isinstance(ours, dict) else None
+        if isinstance(expected, dict):
+            difference = _first_difference(found or {}, expected, f"{prefix}{key}.")
+        elif isinstance(expected, float) and isinstance(found, (int, float)):
+            difference = None if math.isclose(found, expected, rel_tol=1e-9) else (found, expected)
+        else:
+            difference = None if found == expected else (found, expected)
+        if isinstance(difference, tuple):
+            return f"{prefix}{key} is {difference[0]} where MTEB's dataset has {difference[1]}"
+        if difference:
+            return difference
+    return None
 
 
 def _feed_local_data(mteb_tasks, pairs):

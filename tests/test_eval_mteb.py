@@ -9,7 +9,7 @@ import pytest
 
 from conftest import WORDS, tiny_model
 from eval.sts import SUBSETS, load_encoder, spearman_x100
-from training.convert import save_hpd_folder
+from training.convert import save_hpd_folder, weights_sha256
 
 PUBLISHED_MINILM = {"STS12": 72.37, "STS13": 80.60, "STS14": 75.59, "STS15": 85.39, "STS16": 78.99,
                     "STSBenchmark": 82.03}  # mteb's all-MiniLM-L6-v2 results
@@ -103,9 +103,51 @@ def test_mteb_scores_local_raw_files_and_writes_its_layout(tmp_path, tokenizer, 
     assert meta.n_parameters == sum(p.numel() for p in encoder.parameters()) and meta.license is None
     assert meta.use_instructions is False and meta.loader_kwargs == {"trust_remote_code": True}
 
+    # where each task's data came from, for `hpd release`; not *.json, which mteb's loaders take for a task result
+    from eval.mteb_eval import read_provenance
+
+    assert (folder / "hpd_provenance.jsonl").is_file()
+    recorded = read_provenance(folder)
+    assert sorted(recorded) == ["STS12", "STSBenchmark"]
+    for task, pair_count in (("STS12", 3108), ("STSBenchmark", 1379)):
+        assert recorded[task]["data"] == "local" and recorded[task]["data_dir"] == str(tmp_path / "sts-raw")
+        assert recorded[task]["model_sha256"] == weights_sha256(model_dir)
+        difference = f"test num_samples is {len(pairs[task])} where MTEB's dataset has {pair_count}"
+        assert recorded[task]["differs_from_mteb"] == difference == result["differs_from_mteb"][task]
+
     assert _files(tmp_path / "mteb-default-cache") == []
     assert _files(default_cache) == before
     assert not any(p.name.endswith(".json") for p in _files(Path.home() / ".cache" / "mteb"))
+
+
+def test_the_command_says_which_local_data_differ_from_mtebs(tmp_path, tokenizer, capsys):
+    import hpd_cli
+
+    save_hpd_folder(tiny_model(seed=5), tokenizer, tmp_path / "tiny-hpd")
+    _write_raw_sts(tmp_path / "sts-raw", random.Random(0))
+    assert hpd_cli.main(["eval", "mteb", "--model", str(tmp_path / "tiny-hpd"), "--tasks", "STS12", "--data",
+                         str(tmp_path / "sts-raw"), "--output-folder", str(tmp_path / "out")]) == 0
+    assert ("Note: the local data of STS12 differ from MTEB's (test num_samples is 25 where MTEB's dataset has 3108), "
+            "so `hpd release` will not submit this result") in capsys.readouterr().out
+
+
+def test_which_shared_raw_files_equal_mtebs_datasets(shared_data):
+    """mteb's statistics of the raw releases against those it ships for its own datasets: only STS-B's match.
+
+    MTEB's STS12-16 hold the tokenised text (the character counts of ../shared/data/senteval), and its SICK-R
+    has 9,927 pairs from the SemEval split files, not the 9,840 of SICK.txt."""
+    import mteb
+
+    from eval.mteb_eval import MTEB_NAMES, _feed_local_data, local_data_difference
+    from eval.sts import TASKS, load_pairs
+
+    tasks = mteb.get_tasks(tasks=[MTEB_NAMES.get(name, name) for name in TASKS])
+    _feed_local_data(tasks, load_pairs(shared_data / "sts-raw", protocol="mteb"))
+    differences = {task.metadata.name: local_data_difference(task) for task in tasks}
+    assert differences.pop("STSBenchmark") is None
+    assert differences.pop("SICK-R") == "test num_samples is 9840 where MTEB's dataset has 9927"
+    assert differences["STS12"] == "test number_of_characters is 391921 where MTEB's dataset has 402118"
+    assert all(difference.startswith("test number_of_characters is ") for difference in differences.values())
 
 
 def test_missing_data_file_and_unknown_task_fail_before_loading_the_model(tmp_path):
@@ -136,7 +178,9 @@ def test_minilm_reproduces_mteb_published_scores(minilm_path, shared_data, tmp_p
     for task, published in PUBLISHED_MINILM.items():
         assert abs(scores[task] - published) <= 0.02 + 1e-9, (task, scores[task], published)
     # the local SICK.txt has 9,840 pairs, MTEB's SICK-R 9,927: close to, not equal to, MTEB's figure
-    assert 76.5 <= scores["SICK-R"] <= 78.5 and "do not submit this SICK-R" in captured.out
+    assert 76.5 <= scores["SICK-R"] <= 78.5
+    assert "Note: the local data of SICK-R differ from MTEB's (test num_samples is 9840 where" in captured.out
+    assert "Note: the local data of STSBenchmark" not in captured.out  # the raw sts-test.csv is MTEB's
     assert (folder / "model_meta.py").is_file()
 
 

@@ -59,14 +59,15 @@ def push_error(expected, *args, **kwargs):
 
 @pytest.mark.parametrize("private, message", [(True, "Add HPD tiny"), (False, None)])
 def test_push_uploads_every_file_in_one_commit(hub, folder, private, message):
-    url = push_folder(folder, REPO_ID, private=private, commit_message=message)
+    pushed = push_folder(folder, REPO_ID, private=private, commit_message=message)
 
     assert hub.repos == {REPO_ID: {"private": private}}
     assert len(hub.commits) == 1
     commit = hub.commits[0]
     assert commit["message"] == (message or "Upload model")
     assert commit["revision"] == "main" and commit["deleted"] == []
-    assert url == f"{hub.url}/{REPO_ID}/commit/{commit['oid']}" == commit["url"]
+    assert pushed.url == f"{hub.url}/{REPO_ID}/commit/{commit['oid']}" == commit["url"]
+    assert pushed.commit_sha == commit["oid"] and pushed.private is private
     assert hub.files[REPO_ID] == {"main": tree(folder)}  # exactly these files, byte for byte
     weights = (folder / "model.safetensors").read_bytes()
     assert hub.lfs_objects == {hashlib.sha256(weights).hexdigest(): weights}  # the weights took the LFS path
@@ -74,10 +75,10 @@ def test_push_uploads_every_file_in_one_commit(hub, folder, private, message):
 
 
 def test_push_to_a_revision_creates_that_branch(hub, folder):
-    url = push_folder(folder, REPO_ID, revision="dev", commit_message="dev weights")
+    pushed = push_folder(folder, REPO_ID, revision="dev", commit_message="dev weights")
 
     assert [(c["revision"], c["message"]) for c in hub.commits] == [("dev", "dev weights")]
-    assert url == hub.commits[0]["url"]
+    assert pushed.url == hub.commits[0]["url"]
     assert hub.files[REPO_ID] == {"main": {}, "dev": tree(folder)}  # main untouched
     assert ("POST", f"/api/models/{REPO_ID}/branch/dev", 200) in hub.requests
 
@@ -88,8 +89,10 @@ def test_each_push_to_an_existing_repo_is_one_new_commit(hub, folder):
     second = push_folder(folder, REPO_ID, commit_message="Wider head")
 
     assert [c["message"] for c in hub.commits] == ["Upload model", "Wider head"]
-    assert [first, second] == [c["url"] for c in hub.commits] and first != second
+    assert [first.url, second.url] == [c["url"] for c in hub.commits] and first != second
+    assert [first.commit_sha, second.commit_sha] == [c["oid"] for c in hub.commits]
     assert hub.files[REPO_ID]["main"] == tree(folder)
+
 
 
 def test_git_and_download_metadata_are_left_out(hub, folder):
@@ -101,6 +104,22 @@ def test_git_and_download_metadata_are_left_out(hub, folder):
 
     assert set(hub.files[REPO_ID]["main"]) == {"model.safetensors", "config.json", "README.md", "tokenizer.json",
                                                "1_Pooling/config.json"}
+
+
+def test_ignore_patterns_leave_out_local_only_files(hub, folder):
+    (folder / "mteb" / "results").mkdir(parents=True)
+    (folder / "mteb" / "results" / "STS12.json").write_text("{}")
+    push_folder(folder, REPO_ID, ignore_patterns=["mteb/*"])
+
+    assert set(hub.files[REPO_ID]["main"]) == {"model.safetensors", "config.json", "README.md", "tokenizer.json",
+                                               "1_Pooling/config.json"}
+
+
+def test_the_visibility_reported_is_the_repos_not_the_requested_one(hub, folder):
+    push_folder(folder, REPO_ID, private=True)
+    pushed = push_folder(folder, REPO_ID, private=False)  # create_repo leaves the existing private repo private
+
+    assert pushed.private is True and hub.repos[REPO_ID] == {"private": True}
 
 
 @pytest.mark.parametrize("source", ["argument", "HF_TOKEN", "login cache"])
@@ -190,7 +209,7 @@ PUSH = """
 import sys
 from training.hub_push import push_folder
 try:
-    print("URL", push_folder(sys.argv[1], sys.argv[2], private=True, commit_message="from env"))
+    print("URL", push_folder(sys.argv[1], sys.argv[2], private=True, commit_message="from env").url)
 except (ValueError, OSError) as err:
     print("ERROR", type(err).__name__, err)
 """

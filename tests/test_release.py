@@ -12,7 +12,8 @@ import hpd_cli
 from conftest import tiny_model
 from training.convert import save_hpd_folder, weights_sha256
 from training.output_dir import MARKER
-from training.release import REQUIRED_FILES, build_release, check_release, example_sentences
+from training.release import (MAX_RESULT_BYTES, REQUIRED_FILES, build_release, check_mteb_submission,
+                              check_release, example_sentences)
 
 SCORES = {"STS12": 70.1, "STS13": 80.2, "STS14": 75.3, "STS15": 82.4, "STS16": 79.5, "STSBenchmark": 81.6,
           "SICKRelatedness": 77.7, "Avg": 78.11}
@@ -114,21 +115,179 @@ def test_check_compares_both_loaders_with_the_source(tiny_folder, tmp_path):
     assert len([p for p in problems if "other embeddings than the source model" in p]) == 2
 
 
-def test_mteb_results_become_a_submission(tiny_folder, tmp_path):
+# --- the MTEB leaderboard submission -------------------------------------------------------------
+
+def mteb_from_the_hub(monkeypatch, model, output_folder, tasks=("STS12", "STSBenchmark")):
+    """`hpd eval mteb` without --data; mteb's download of each task's dataset is replaced by random pairs."""
+    from datasets import Dataset, DatasetDict
+    from mteb.abstasks.abstask import AbsTask
+
+    from eval.mteb_eval import run_mteb
+    from test_eval_mteb import _sentence
+
+    rng = random.Random(3)
+
+    def download(task, *args, **kwargs):  # what AbsTask.load_data leaves behind after a download
+        column1, column2 = task.column_names
+        rows = [(_sentence(rng), _sentence(rng), round(rng.uniform(0, 5), 3)) for _ in range(30)]
+        columns = dict(zip((column1, column2, "score"), map(list, zip(*rows))))
+        task.dataset = DatasetDict({split: Dataset.from_dict(columns) for split in task.metadata.eval_splits})
+        task.data_loaded = True
+
+    monkeypatch.setattr(AbsTask, "load_data", download)
+    return run_mteb(model, list(tasks), output_folder, show_progress_bar=False)
+
+
+def model_meta_of(source_file):
+    """The ModelMeta that a model_meta.py defines: importing it builds, hence validates, mteb's pydantic model."""
+    from mteb.models import ModelMeta
+
+    namespace = {}
+    exec(compile(source_file.read_text(), str(source_file), "exec"), namespace)
+    (meta,) = [value for value in namespace.values() if isinstance(value, ModelMeta)]
+    return meta
+
+
+def test_push_files_the_mteb_results_under_the_pushed_commit(tiny_folder, tmp_path, hub, monkeypatch, capsys):
+    import datetime
+
+    import mteb
+
+    config = json.loads((tiny_folder / "distill_config.json").read_text())
+    config["settings"].update(sts_dev="../shared/data/senteval", corpus=["wiki/sentences.txt"])
+    config["teacher"] = "sentence-transformers/all-mpnet-base-v2"  # a teacher mteb lists, with its training data
+    (tiny_folder / "distill_config.json").write_text(json.dumps(config))
+    mteb_from_the_hub(monkeypatch, str(tiny_folder), tmp_path / "mteb-out")
+    out = tmp_path / "release"
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    code = hpd_cli.main(["release", str(tiny_folder), "--out", str(out), "--repo-id", "my-org/tiny-hpd",
+                         "--mteb-results", str(tmp_path / "mteb-out"), "--license", "mit", "--push"])
+    assert code == 0, capsys.readouterr().err
+
+    (commit,) = hub.commits
+    sha = commit["oid"]
+    run = out / "mteb" / "results" / "my-org__tiny-hpd" / sha
+    assert sorted(p.name for p in run.iterdir()) == ["STS12.json", "STSBenchmark.json", "model_meta.json"]
+    assert [p.name for p in (out / "mteb" / "results" / "my-org__tiny-hpd").iterdir()] == [sha]
+    assert not any(path.startswith("mteb/") for path in hub.files["my-org/tiny-hpd"]["main"])  # kept beside it
+    meta = model_meta_of(out / "mteb" / "model_meta.py")
+    assert (meta.name, meta.revision) == ("my-org/tiny-hpd", sha)
+    saved = json.loads((run / "model_meta.json").read_text())
+    assert (saved["name"], saved["revision"]) == ("my-org/tiny-hpd", sha)
+    assert mteb.models.ModelMeta.model_validate_json_resolved((run / "model_meta.json").read_text()).revision == sha
+    assert (meta.license, meta.languages, meta.open_weights) == ("mit", ["eng-Latn"], True)
+    assert meta.release_date in {today, datetime.datetime.now(datetime.timezone.utc).date().isoformat()}
+    assert meta.reference == f"{hub.url}/my-org/tiny-hpd" and meta.adapted_from == "org/student-base"
+    assert meta.citation.startswith("@inproceedings{zhao-etal-2022-compressing,")
+    teacher = mteb.get_model_meta("sentence-transformers/all-mpnet-base-v2", fetch_from_hf=False).training_datasets
+    assert "MSMARCO" in teacher and meta.training_datasets == {"STSBenchmark", *teacher}
+    source = (out / "mteb" / "model_meta.py").read_text()
+    assert "# Not in MTEB: the distillation corpus, 578 training and 20 validation sentences" in source
+    assert "wiki/sentences.txt" in source and "Incomplete" not in source
+
+    submitting = (out / "mteb" / "SUBMITTING.md").read_text()
+    assert "**Ready.**" in submitting and f"copying `results/my-org__tiny-hpd/{sha}/`" in submitting
+    assert "`public_training_code`" in submitting and "`contacts`" in submitting
+    assert not any(f"`{field}`:" in submitting for field in ("revision", "release_date", "open_weights", "license",
+                                                              "languages", "adapted_from", "training_datasets"))
+    assert check_mteb_submission(out) == ([], None)
+    assert f"MTEB submission ready (not pushed; see {out / 'mteb' / 'SUBMITTING.md'}): {run}" in capsys.readouterr().out
+
+
+def test_without_push_the_submission_is_prepared_but_not_ready(tiny_folder, tmp_path, monkeypatch, capsys):
+    mteb_from_the_hub(monkeypatch, str(tiny_folder), tmp_path / "mteb-out", tasks=["STS12"])
+    out = tmp_path / "release"
+    code = hpd_cli.main(["release", str(tiny_folder), "--out", str(out), "--repo-id", "my-org/tiny-hpd",
+                         "--mteb-results", str(tmp_path / "mteb-out")])
+    assert code == 0, capsys.readouterr().err
+    assert f"MTEB submission prepared in {out / 'mteb'}, not ready:" in capsys.readouterr().out
+
+    run = out / "mteb" / "results" / "my-org__tiny-hpd" / "no_revision_available"
+    assert sorted(p.name for p in run.iterdir()) == ["STS12.json", "model_meta.json"]
+    meta = model_meta_of(out / "mteb" / "model_meta.py")
+    assert (meta.revision, meta.release_date, meta.open_weights) == ("no_revision_available", None, None)
+    assert meta.license == "apache-2.0" and meta.training_datasets == set()  # no sts_dev; the teacher is a local path
+    source = (out / "mteb" / "model_meta.py").read_text()
+    assert "# Incomplete: add the training datasets of the teacher /local/teacher" in source
+    submitting = (out / "mteb" / "SUBMITTING.md").read_text()
+    assert "**Not ready.**" in submitting and "again with `--push`" in submitting
+    for field in ("revision", "release_date", "open_weights", "training_datasets", "public_training_code"):
+        assert f"- `{field}`:" in submitting, field
+    problems, pending = check_mteb_submission(out)
+    assert problems == [] and "not a Hub commit" in pending
+
+    assert hpd_cli.main(["release", "--check", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "The MTEB submission is not ready: the results are filed under 'no_revision_available'" in printed
+
+
+def test_a_tampered_submission_is_refused_with_one_line(tiny_folder, tmp_path, hub, monkeypatch, capsys):
+    mteb_from_the_hub(monkeypatch, str(tiny_folder), tmp_path / "mteb-out", tasks=["STS12"])
+    out = tmp_path / "release"
+    assert hpd_cli.main(["release", str(tiny_folder), "--out", str(out), "--repo-id", "my-org/tiny-hpd",
+                         "--mteb-results", str(tmp_path / "mteb-out"), "--push"]) == 0, capsys.readouterr().err
+    run = out / "mteb" / "results" / "my-org__tiny-hpd" / hub.commits[0]["oid"]
+    pristine = (run / "STS12.json").read_text()
+    assert check_mteb_submission(out) == ([], None)
+
+    data = json.loads(pristine)
+    data["task_name"] = "STS13"
+    (run / "STS12.json").write_text(json.dumps(data))
+    err = run_release(capsys, "--check", out)
+    assert "the MTEB submission is refused: STS12.json holds the results of task_name 'STS13', not 'STS12'" in err
+
+    tamperings = {
+        "NaN score": (lambda d: d["scores"]["test"][0].update(main_score=float("nan")),
+                      "STS12.json: the score test[0].main_score is NaN, infinite or missing"),
+        "infinite score": (lambda d: d["scores"]["test"][0].update(cosine_pearson=float("inf")),
+                           "STS12.json: the score test[0].cosine_pearson is NaN"),
+        "missing split": (lambda d: d["scores"].pop("test"), "STS12.json: the score test[0].main_score is NaN"),
+    }
+    for name, (tamper, expected) in tamperings.items():
+        data = json.loads(pristine)
+        tamper(data)
+        (run / "STS12.json").write_text(json.dumps(data))
+        problems, _ = check_mteb_submission(out)
+        assert len(problems) == 1 and problems[0].startswith(expected), (name, problems)
+    (run / "STS12.json").write_text(pristine + " " * MAX_RESULT_BYTES)
+    (problem,) = check_mteb_submission(out)[0]
+    assert "STS12.json is 10.0 MB, over the results repository's 10 MB limit" in problem
+    (run / "STS12.json").write_text(pristine)
+
+    meta_source = (out / "mteb" / "model_meta.py").read_text()
+    invalid = meta_source.replace("license='apache-2.0'", "license='no-such-licence'")
+    (out / "mteb" / "model_meta.py").write_text(invalid)
+    (problem,) = check_mteb_submission(out)[0]
+    assert problem.startswith(f"{out / 'mteb'}/model_meta.py does not import and validate as mteb's ModelMeta (license")
+    (out / "mteb" / "model_meta.py").write_text(meta_source)
+    (out / "mteb" / "hpd_provenance.jsonl").unlink()
+    (problem,) = check_mteb_submission(out)[0]
+    assert problem.startswith("STS12.json: no record of where its data came from")
+
+
+def test_results_of_local_data_that_differ_from_mtebs_are_refused(tiny_folder, tmp_path, hub, capsys):
     from eval.mteb_eval import run_mteb
     from test_eval_mteb import _write_raw_sts
 
     _write_raw_sts(tmp_path / "sts-raw", random.Random(1))
     run_mteb(str(tiny_folder), ["STS12"], tmp_path / "mteb-out", data_dir=tmp_path / "sts-raw", show_progress_bar=False)
-    out, _ = build_release(str(tiny_folder), tmp_path / "release", "my-org/tiny-hpd",
-                           mteb_results=tmp_path / "mteb-out")
-    run = out / "mteb" / "results" / "my-org__tiny-hpd" / "no_revision_available"
-    assert sorted(p.name for p in run.iterdir()) == ["STS12.json"]
-    namespace = {}
-    exec((out / "mteb" / "model_meta.py").read_text(), namespace)
-    assert [v.name for k, v in namespace.items() if type(v).__name__ == "ModelMeta"] == ["my-org/tiny-hpd"]
-    submitting = (out / "SUBMITTING.md").read_text()
-    assert "embeddings-benchmark/results" in submitting and "copying `mteb/results/my-org__tiny-hpd/`" in submitting
+    capsys.readouterr()  # the evaluation's own output
+    err = run_release(capsys, tiny_folder, "--out", tmp_path / "release", "--repo-id", "my-org/tiny-hpd",
+                      "--mteb-results", tmp_path / "mteb-out", "--push")
+    assert "nothing was pushed: the MTEB submission is refused: STS12 was scored on local data that differ from " \
+           "MTEB's (test num_samples is 25 where MTEB's dataset has 3108" in err
+    assert "run `hpd eval mteb` without --data on a machine with the Hub" in err
+    assert hub.requests == []
+
+
+def test_mteb_results_of_another_model_are_refused(tiny_folder, tmp_path, tokenizer, monkeypatch, capsys):
+    other = tmp_path / "other-model"
+    save_hpd_folder(tiny_model(seed=9, embedding_dim=12), tokenizer, other)
+    mteb_from_the_hub(monkeypatch, str(other), tmp_path / "mteb-out", tasks=["STS12"])
+    capsys.readouterr()
+    err = run_release(capsys, tiny_folder, "--out", tmp_path / "release", "--repo-id", "my-org/tiny-hpd",
+                      "--mteb-results", tmp_path / "mteb-out")
+    assert "holds results of another model" in err and "other-model" in err
 
 
 # --- bad input: one clear line -------------------------------------------------------------------

@@ -12,6 +12,7 @@ once, at import), so a test or a mirror can redirect a push without re-importing
 import importlib
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
@@ -24,33 +25,42 @@ OFFLINE = ("pushing needs the Hugging Face Hub but offline mode is on: unset HF_
            "(and TRANSFORMERS_OFFLINE), then push again.")
 
 
-def push_folder(folder, repo_id, *, private=False, revision="main", commit_message=None, token=None) -> str:
-    """Uploads every file of `folder` to the Hub model repo `repo_id` in ONE commit; returns the commit URL.
+class Pushed(NamedTuple):
+    url: str  # the commit's page
+    commit_sha: str  # the revision that now holds the folder
+    private: bool  # the repository's visibility after the push
+
+
+def push_folder(folder, repo_id, *, private=False, revision="main", commit_message=None, token=None,
+                ignore_patterns=()) -> Pushed:
+    """Uploads every file of `folder` to the Hub model repo `repo_id` in ONE commit; returns what was pushed.
 
     The repo is created if missing (`private` applies to a new repo; pushing with `private=True` to an
     existing public repo is refused), and so is the branch `revision`, started from main.
-    Like `upload_folder`, `.git/` and `.cache/huggingface/` (download metadata) are left out, and so is
-    the toolkit's own output marker (`training.output_dir.MARKER`).
-    If the Hub already holds every file unchanged, no commit is made and the URL is that of the head.
+    Like `upload_folder`, `.git/` and `.cache/huggingface/` (download metadata) are left out, and so are
+    the toolkit's own output marker (`training.output_dir.MARKER`) and `ignore_patterns` (fnmatch, as
+    huggingface_hub's `ignore_patterns`). If the Hub already holds every file unchanged, no commit is made
+    and the head commit is returned.
     """
     _check_repo_id(repo_id)
     folder = Path(folder).expanduser().resolve()
-    operations = _operations(folder)
+    operations = _operations(folder, ignore_patterns)
     # Checked before any request: with offline mode on, huggingface_hub refuses every request anyway.
     if constants.is_offline_mode() or _is_true(os.environ.get("HF_HUB_OFFLINE")):
         raise ValueError(OFFLINE)
     token = token or get_token()  # get_token(): HF_TOKEN, then the login cache of `hf auth login`
     if not token:
         raise ValueError(NO_TOKEN)
-    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    endpoint = hub_endpoint()
     api = HfApi(endpoint=endpoint, token=token)
 
     step = f"creating the repo {repo_id}"
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         # create_repo leaves an existing repo as it is: never let private=True publish into a public one.
-        step = f"checking that {repo_id} is private"
-        if private and not api.repo_info(repo_id, repo_type="model").private:
+        step = f"reading the visibility of {repo_id}"
+        is_private = bool(api.repo_info(repo_id, repo_type="model").private)
+        if private and not is_private:
             raise ValueError(f"{repo_id} already exists and is public: refusing to push with private=True; "
                              "make it private on the Hub or push with private=False.")
         step = f"creating the branch {revision!r} of {repo_id}"
@@ -73,7 +83,12 @@ def push_folder(folder, repo_id, *, private=False, revision="main", commit_messa
                 f"the commit to {repo_id} ({revision}) failed; if the connection dropped while the Hub "
                 "was committing, check the repo before pushing again")
         raise type(error)(f"{note}: {error}") from _cause(exc)
-    return info.commit_url
+    return Pushed(info.commit_url, info.oid, is_private)
+
+
+def hub_endpoint():
+    """The Hub that pushes go to: HF_ENDPOINT as it is now, else huggingface_hub's default."""
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
 def _check_repo_id(repo_id):
@@ -88,14 +103,21 @@ def _check_repo_id(repo_id):
                          "(letters, digits, '-', '_' and '.', at most 96 characters)") from None
 
 
-def _operations(folder):
+def files_to_push(folder, ignore_patterns=()):
+    """{path in the repo: local path} of what `push_folder(folder, ..., ignore_patterns=...)` uploads."""
+    folder = Path(folder)
+    files = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*")) if path.is_file()}
+    kept = filter_repo_objects(files, ignore_patterns=[*DEFAULT_IGNORE_PATTERNS, MARKER, *ignore_patterns])
+    return {name: files[name] for name in kept}
+
+
+def _operations(folder, ignore_patterns=()):
     if not folder.is_dir():
         raise ValueError(f"cannot push {folder}: not a folder")
-    files = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*")) if path.is_file()}
-    kept = list(filter_repo_objects(files, ignore_patterns=[*DEFAULT_IGNORE_PATTERNS, MARKER]))
-    if not kept:  # an empty commit would be skipped and the old head reported as if pushed
+    files = files_to_push(folder, ignore_patterns)
+    if not files:  # an empty commit would be skipped and the old head reported as if pushed
         raise ValueError(f"cannot push {folder}: it holds no files")
-    return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(files[name])) for name in kept]
+    return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
 
 
 def _one_line(exc, endpoint, repo_id, step):

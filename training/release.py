@@ -5,8 +5,11 @@ sentence-transformers files) plus README.md rendered from the repo's `model_card
 `distill_config.json`, the evaluation results and the MTEB submission files.
 """
 
+import importlib.util
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,13 +68,13 @@ def build_release(model, out, repo_id, results_files=(), mteb_results=None, lice
         for path, _ in results:
             (folder / "results").mkdir(exist_ok=True)
             shutil.copy(path, folder / "results" / Path(path).name)
-        if mteb_results is not None:
-            copy_mteb_results(mteb_results, folder, repo_id)
         if base_model is None:  # the distilled student's base, when it is a Hub id (a local path is no base_model)
             student = (distill_config or {}).get("student") or ""
             base_model = student if student.count("/") == 1 and not Path(student).exists() else None
         card = render_card(hpd_model, repo_id, [r for _, r in results], distill_config, license, base_model, template)
         (folder / "README.md").write_text(card, encoding="utf-8")
+        if mteb_results is not None:  # after the card: the ModelMeta takes language, licence and base model from it
+            prepare_mteb_submission(mteb_results, folder, repo_id, source, template)
         reference = hpd_model.encode(example_sentences(template), tokenizer=tokenizer)
     return Path(out).expanduser().resolve(), reference
 
@@ -172,37 +175,338 @@ def training_rows(distill_config):
     return rows
 
 
-def copy_mteb_results(mteb_results, out, repo_id):
-    """`hpd eval mteb` output -> the embeddings-benchmark/results layout under the repo id, plus ModelMeta source."""
-    from eval.mteb_eval import write_model_meta
-    from eval.sts import load_encoder
+# --- the MTEB leaderboard submission ----------------------------------------------------------------
+# It lives in `<release>/mteb/`, beside the release and never pushed to the Hub: the results must be filed
+# under the Hub commit that holds the weights, which exists only once the push is done.
+
+SUBMISSION_DIR = "mteb"
+NOT_PUSHED = (f"{SUBMISSION_DIR}/*",)  # push_folder's ignore_patterns for a release folder
+UNPUSHED_REVISION = "no_revision_available"  # mteb's own name for an unknown revision
+MAX_RESULT_BYTES = 10 * 1024 * 1024  # the results repository refuses bigger files
+# ModelMeta fields no release knows; each line says where the submitter finds the value
+UNKNOWABLE = {
+    "public_training_code": "a URL of the code that trained the model (this toolkit's repository, if public)",
+    "public_training_data": "a URL of the distillation corpus, if it is public",
+    "contacts": "GitHub handles of the people to ask about the model",
+}
+
+
+def prepare_mteb_submission(mteb_results, out, repo_id, source, template=TEMPLATE):
+    """`hpd eval mteb` output -> `out/mteb/`: the results-repository layout under the repo id (task files and
+    model_meta.json), the ModelMeta source, the provenance record and SUBMITTING.md, all under the revision
+    UNPUSHED_REVISION and marked not ready until `finish_mteb_submission` names the pushed commit."""
+    from eval.mteb_eval import read_provenance, write_provenance
 
     runs = [p for p in Path(mteb_results).glob("*/*") if p.is_dir() and any(p.glob("*.json"))]
     if len(runs) != 1:
         raise ValueError(f"{mteb_results} should hold one `hpd eval mteb` run (<org>__<name>/<revision>/); "
-                         f"found {len(runs)}.")
-    target = out / "mteb" / "results" / repo_id.replace("/", "__") / runs[0].name
+                         f"found {len(runs)}: pass one run's --output-folder.")
+    tasks = sorted(p for p in runs[0].glob("*.json") if p.name != "model_meta.json")
+    if not tasks:
+        raise ValueError(f"{runs[0]} holds no task result files; run `hpd eval mteb` into it first.")
+    provenance = read_provenance(runs[0])
+    other_model = sorted(p.stem for p in tasks if (provenance.get(p.stem) or {}).get("model_sha256")
+                         not in (None, weights_sha256(source)))
+    if other_model:
+        raise ValueError(f"{runs[0]} holds results of another model than {source} ({', '.join(other_model)}, "
+                         f"scored on {provenance[other_model[0]]['model']}): run `hpd eval mteb --model {source}`.")
+    target = out / SUBMISSION_DIR / "results" / repo_id.replace("/", "__") / UNPUSHED_REVISION
     target.mkdir(parents=True)
-    for path in runs[0].glob("*.json"):
-        if path.name != "model_meta.json":
-            shutil.copy(path, target / path.name)
-    write_model_meta(str(out), load_encoder(str(out)), repo_id, out / "mteb" / "model_meta.py")
-    (out / "SUBMITTING.md").write_text(SUBMITTING.format(repo_id=repo_id, folder=target.parent.relative_to(out)),
-                                       encoding="utf-8")
+    for path in tasks:
+        shutil.copy(path, target / path.name)
+    write_provenance(out / SUBMISSION_DIR, {p.stem: provenance[p.stem] for p in tasks if p.stem in provenance})
+    _write_submission(out, repo_id, UNPUSHED_REVISION, template=template)
 
 
-SUBMITTING = """# Submitting {repo_id} to the MTEB leaderboard
+def finish_mteb_submission(out, repo_id, pushed, template=TEMPLATE):
+    """After the push: files the results under the pushed commit (folder name, ModelMeta, model_meta.json), with
+    the push's date and visibility, checks them, and marks the submission ready. Returns the results folder."""
+    import datetime
 
-1. Push this folder to the Hub (`hpd release ... --push`), so that `{repo_id}` loads for everyone.
-2. Open a pull request to https://github.com/embeddings-benchmark/mteb adding the model's `ModelMeta`
-   (`mteb/model_meta.py` here) to `mteb/models/model_implementations/`; fill in the fields left `None`
-   (release date, training datasets, licence if not set).
-3. Open a pull request to https://github.com/embeddings-benchmark/results copying `{folder}/`
-   into that repository's `results/` folder (its layout is `results/<org>__<name>/<revision>/<Task>.json`).
+    results = out / SUBMISSION_DIR / "results" / repo_id.replace("/", "__")
+    (run,) = [p for p in results.iterdir() if p.is_dir()]
+    folder = results / pushed.commit_sha
+    if run != folder:
+        os.replace(run, folder)
+    release_date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()  # the day of the pushed commit
+    _write_submission(out, repo_id, pushed.commit_sha, release_date=release_date, open_weights=not pushed.private,
+                      template=template, ready=False)
+    problems, pending = check_mteb_submission(out)
+    if problems or pending:
+        raise ValueError(f"pushed {pushed.url}, but the MTEB submission in {out / SUBMISSION_DIR} failed its check: "
+                         f"{'; '.join(problems or [pending])}.")
+    _write_submission(out, repo_id, pushed.commit_sha, release_date=release_date, open_weights=not pushed.private,
+                      template=template, ready=True)
+    return folder
 
-Only submit results computed on the official task data: results fed from local copies that differ
-from MTEB's (the local SICK.txt, for instance) do not belong in the results repository.
+
+def _write_submission(out, repo_id, revision, release_date=None, open_weights=None, template=TEMPLATE, ready=False):
+    from eval.mteb_eval import META_IMPORTS, _variable_name
+
+    meta, notes, unknown = submission_model_meta(out, repo_id, revision, release_date, open_weights, template)
+    root = out / SUBMISSION_DIR
+    run = root / "results" / meta.model_name_as_path() / revision
+    # the same model_meta.json that mteb's ResultCache writes beside the results it saves
+    (run / "model_meta.json").write_text(json.dumps(meta.to_dict(), default=str, indent=4), encoding="utf-8")
+    header = (f'"""ModelMeta of {repo_id} for a pull request to mteb (mteb/models/model_implementations/), written '
+              'by `hpd release`.\n\nFields left None or incomplete are listed in SUBMITTING.md.\n"""\n\n')
+    comments = "".join(f"# {line}\n" for line in notes)
+    (root / "model_meta.py").write_text(
+        f"{header}{META_IMPORTS}\n{comments}{_variable_name(meta.name)} = {meta.to_python()}\n", encoding="utf-8")
+    (root / "SUBMITTING.md").write_text(_submitting(repo_id, meta, unknown, ready), encoding="utf-8")
+
+
+def submission_model_meta(out, repo_id, revision, release_date=None, open_weights=None, template=TEMPLATE):
+    """(mteb ModelMeta, comment lines for its source, {field: what to fill in} for fields left None or incomplete).
+
+    Filled from the release folder `out`: the model (sizes, dimension, similarity), its card (language, licence,
+    base model, read as mteb reads a Hub card), distill_config.json (training data), the template's citation."""
+    from huggingface_hub import ModelCard
+    from mteb.languages.iso_mappings import _hf_langs_to_iso_lang_scripts
+    from mteb.models import ModelMeta
+    from mteb.models.model_meta import _get_source_model
+
+    from eval.mteb_eval import _model_meta
+    from eval.sts import load_encoder
+    from training.hub_push import hub_endpoint
+
+    card = ModelCard.load(out / "README.md").data
+    distill_config = json.loads((out / "distill_config.json").read_text()) if (out / "distill_config.json").is_file() \
+        else None
+    datasets, notes, incomplete = training_datasets(distill_config)
+    meta = _model_meta(str(out), load_encoder(str(out)), repo_id)
+    fields = {**meta.model_dump(), "revision": revision, "release_date": release_date, "open_weights": open_weights,
+              "license": card.license if card.license != "other" else None,  # as mteb reads a Hub card
+              "languages": _hf_langs_to_iso_lang_scripts(card.language), "adapted_from": _get_source_model(card),
+              "reference": f"{hub_endpoint()}/{repo_id}", "citation": citation(template),
+              "training_datasets": datasets,
+              # an HPD folder loads with transformers' AutoModel too, and holds safetensors weights
+              "framework": [*meta.framework, *(f for f in ("Transformers", "safetensors") if f not in meta.framework)]}
+    meta = ModelMeta.model_validate(fields)  # model_copy would skip mteb's validation
+    unknown = {name: why for name, why in UNKNOWABLE.items() if getattr(meta, name) is None}
+    if revision == UNPUSHED_REVISION:
+        unknown.update(revision="the Hub commit of the weights: push with `hpd release ... --push`",
+                       release_date="the day of that commit (filled in by the push)",
+                       open_weights="the repository's visibility (filled in by the push)")
+    for name in ("license", "languages", "adapted_from", "citation"):
+        if getattr(meta, name) is None:
+            unknown[name] = {"adapted_from": "the Hub id of the student's base model: pass --base-model",
+                             "languages": "the card template's `language`, as an ISO code"}.get(name, "see the card")
+    if incomplete:
+        unknown["training_datasets"] = incomplete
+    if open_weights is False:
+        unknown["open_weights"] = ("the repository is private: make it public on the Hub (then open_weights=True) "
+                                   "so that the leaderboard can load the model")
+    return meta, notes, unknown
+
+
+def training_datasets(distill_config):
+    """(mteb names of the MTEB datasets used, comment lines saying what was used, what is missing or None).
+
+    Following mteb's own model files: a set used for training or model selection counts, and a distilled
+    model carries its teacher's training datasets; data that is no MTEB task is named in a comment."""
+    import mteb
+
+    if distill_config is None:
+        return None, [], "hpd has no distill_config.json for this model, so its training data are unknown: fill them in"
+    settings = distill_config.get("settings") or {}
+    names, notes, unknown_teachers = set(), [], []
+    if settings.get("sts_dev"):
+        names.add("STSBenchmark")
+        notes.append(f"STSBenchmark: its dev split was scored at each evaluation during distillation (the checkpoint "
+                     f"was selected by {distill_config.get('selected_by')}).")
+    teachers = distill_config.get("teacher")
+    for teacher in [teachers] if isinstance(teachers, str) else list(teachers or []):
+        try:
+            teacher_datasets = mteb.get_model_meta(teacher, fetch_from_hf=False).training_datasets
+        except (KeyError, ValueError):  # a local folder or a model mteb does not list
+            teacher_datasets = None
+        if teacher_datasets is None:
+            unknown_teachers.append(teacher)
+        else:
+            names |= set(teacher_datasets)
+            notes.append(f"Distilled from {teacher}: its training datasets, as mteb lists them.")
+    corpus = distill_config.get("corpus") or {}
+    if corpus:
+        paths = settings.get("corpus") or []
+        notes.append(f"Not in MTEB: the distillation corpus, {corpus.get('train', 0):,} training and "
+                     f"{corpus.get('valid', 0):,} validation sentences (sha256 {str(corpus.get('sha256'))[:12]}...)"
+                     + (f" from {', '.join(map(str, paths))}" if paths else "") + ".")
+    incomplete = None
+    if unknown_teachers:
+        incomplete = (f"add the training datasets of the teacher {', '.join(unknown_teachers)} (a local folder or a "
+                      "model mteb does not list, so hpd cannot tell them; a distilled model carries its teacher's)")
+        notes.append(f"Incomplete: {incomplete}.")
+    return names, notes, incomplete
+
+
+def citation(template=TEMPLATE):
+    """The BibTeX entry of the card template's Citation section (the HPD paper)."""
+    match = re.search(r"```bibtex\n(.*?)```", Path(template).read_text(encoding="utf-8"), re.S)
+    return match.group(1) if match else None
+
+
+def _submitting(repo_id, meta, unknown, ready):
+    import mteb
+
+    results = f"results/{meta.model_name_as_path()}/{meta.revision}"
+    status = (f"**Ready.** Checked by `hpd release` with mteb {mteb.__version__}: the ModelMeta imports and "
+              "validates, every result file loads with mteb's result loader under its own task name, every score is "
+              "finite, no file is over 10 MB, and every task was scored on MTEB's own data." if ready else
+              f"**Not ready.** {repo_id} is not pushed yet, so the revision the results must be filed under (the Hub "
+              f"commit of the weights) is unknown and the folder is named `{UNPUSHED_REVISION}`. Run the same "
+              "`hpd release` command again with `--push`: the pushed commit becomes the revision, and the push's "
+              "date and visibility fill in `release_date` and `open_weights`.")
+    todo = "".join(f"- `{name}`: {why}\n" for name, why in unknown.items()) or "- nothing\n"
+    return f"""# Submitting {repo_id} to the MTEB leaderboard
+
+{status}
+
+This folder is kept beside the release and is not pushed to the Hub:
+- `{results}/`: one mteb result file per task and `model_meta.json`, in the layout of the results repository;
+- `model_meta.py`: the model's `ModelMeta`, for mteb's `mteb/models/model_implementations/`;
+- `hpd_provenance.jsonl`: where each task's data came from (for the check; not part of either pull request).
+
+Once ready:
+1. Open a pull request to https://github.com/embeddings-benchmark/mteb adding `model_meta.py` to
+   `mteb/models/model_implementations/`, with the fields below filled in.
+2. Open a pull request to https://github.com/embeddings-benchmark/results copying `{results}/`
+   to the same path in that repository.
+
+Fields hpd cannot fill in (left `None`, or incomplete):
+{todo}
+Only results scored on MTEB's own data belong in the results repository: `hpd eval mteb` without `--data`,
+on a machine with the Hub, produces them; results fed from local files that differ from MTEB's datasets
+are refused here.
 """
+
+
+def check_mteb_submission(folder, trust_remote_code=False):
+    """(problems, why it is not ready yet or None) of the MTEB submission in `folder/mteb`, checked with mteb itself.
+
+    The ModelMeta source imports and validates (mteb's pydantic model) and names the results folder and revision;
+    model_meta.json validates and agrees with it; every task file loads with mteb's result loader, its task_name
+    is its file name, every score mteb expects for the task is there and finite, no file is over 10 MB, and every
+    task was scored on MTEB's own data (hpd_provenance.jsonl). Not ready: the revision is no Hub commit sha."""
+    import mteb
+    from mteb.models import ModelMeta
+    from mteb.results import TaskResult
+
+    from eval.mteb_eval import read_provenance
+    from training.output_dir import MARKER
+
+    root = Path(folder) / SUBMISSION_DIR
+    runs = [p for p in (root / "results").glob("*/*") if p.is_dir()]
+    if len(runs) != 1:
+        return [f"{root}/results should hold one <org>__<name>/<revision>/ folder, not {len(runs)}: "
+                "build the release again with --mteb-results"], None
+    run, problems = runs[0], []
+
+    meta = None
+    if not (Path(folder) / MARKER).is_file() and not trust_remote_code:
+        problems.append(f"{root}/model_meta.py was not written by hpd here, so it was not imported; pass "
+                        "--trust-remote-code to import it")
+    else:
+        try:
+            spec = importlib.util.spec_from_file_location("hpd_submission_model_meta", root / "model_meta.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)  # ModelMeta(...) validates as it is built
+            metas = [value for value in vars(module).values() if isinstance(value, ModelMeta)]
+            if len(metas) != 1:
+                raise ValueError(f"it defines {len(metas)} ModelMeta objects, not one")
+            meta = metas[0]
+        except Exception as error:  # whatever mteb or Python objects to is the problem to report
+            problems.append(f"{root}/model_meta.py does not import and validate as mteb's ModelMeta "
+                            f"({_error_line(error)}): build the release again")
+    if meta is not None and (meta.model_name_as_path(), meta.revision) != (run.parent.name, run.name):
+        problems.append(f"model_meta.py names {meta.name} at revision {meta.revision} but the results are in "
+                        f"{run.parent.name}/{run.name}: build the release again")
+    try:
+        saved = ModelMeta.model_validate_json_resolved((run / "model_meta.json").read_text(encoding="utf-8"))
+        if meta is not None and _comparable(saved) != _comparable(meta):
+            problems.append(f"{run.name}/model_meta.json disagrees with model_meta.py: build the release again")
+    except FileNotFoundError:
+        problems.append(f"{run}/model_meta.json is missing (the results repository requires it): build the release "
+                        "again")
+    except Exception as error:
+        problems.append(f"{run}/model_meta.json does not validate as mteb's ModelMeta ({_error_line(error)})")
+
+    provenance = read_provenance(root)
+    tasks = sorted(p for p in run.glob("*.json") if p.name != "model_meta.json")
+    if not tasks:
+        problems.append(f"{run} holds no task result files: release with --mteb-results from `hpd eval mteb`")
+    for path in tasks:
+        try:
+            result = TaskResult.from_disk(path)
+        except Exception as error:
+            problems.append(f"{path.name} does not load with mteb's TaskResult loader ({_error_line(error)})")
+            continue
+        if result.task_name != path.stem:
+            problems.append(f"{path.name} holds the results of task_name {result.task_name!r}, not {path.stem!r}: "
+                            "restore the file from `hpd eval mteb`")
+            continue
+        try:
+            task = mteb.get_task(result.task_name)
+        except Exception:
+            problems.append(f"{path.name}: mteb {mteb.__version__} has no task {result.task_name!r}")
+            continue
+        # mteb fills in NaN for every split and subset the task needs but the file lacks
+        scores = result.validate_and_filter_scores(task).scores
+        bad = [name for name, value in _numbers(scores) if not math.isfinite(value)]
+        if bad:
+            problems.append(f"{path.name}: the score {bad[0]} is NaN, infinite or missing: evaluate the model again "
+                            "with `hpd eval mteb`")
+        entry = provenance.get(path.stem)
+        if entry is None:
+            problems.append(f"{path.name}: no record of where its data came from ({root}/hpd_provenance.jsonl): "
+                            "produce it with `hpd eval mteb`")
+        elif entry.get("data") != "hub" and entry.get("differs_from_mteb"):
+            problems.append(f"{path.stem} was scored on local data that differ from MTEB's "
+                            f"({entry['differs_from_mteb']}, in {entry.get('data_dir')}), so it is refused for the "
+                            "leaderboard: run `hpd eval mteb` without --data on a machine with the Hub")
+    problems += [f"{path.relative_to(root)} is {path.stat().st_size / 2**20:.1f} MB, over the results repository's "
+                 "10 MB limit" for path in sorted((root / "results").rglob("*"))
+                 if path.is_file() and path.stat().st_size > MAX_RESULT_BYTES]
+    pending = None if re.fullmatch(r"[0-9a-f]{40}", run.name) else (
+        f"the results are filed under {run.name!r}, not a Hub commit: run the same `hpd release` command with --push")
+    return problems, pending
+
+
+def submission_status(folder, trust_remote_code=False):
+    """(one line saying why the MTEB submission in `folder` is refused, or None; why it is not ready yet, or None).
+
+    (None, None) when the folder holds no MTEB submission."""
+    if not (Path(folder) / SUBMISSION_DIR).is_dir():
+        return None, None
+    problems, pending = check_mteb_submission(folder, trust_remote_code)
+    return (f"the MTEB submission is refused: {'; '.join(problems)}" if problems else None), pending
+
+
+def _comparable(meta):
+    data = meta.to_dict()
+    if data["training_datasets"] is not None:  # a set, listed in any order
+        data["training_datasets"] = sorted(data["training_datasets"])
+    return json.loads(json.dumps(data, default=str))
+
+
+def _numbers(value, name=""):
+    """(dotted name, number) of every number in a nested scores object."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _numbers(item, f"{name}[{index}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield name, float(value)
+
+
+def _error_line(error):
+    errors = getattr(error, "errors", None)
+    if callable(errors):  # pydantic: the first field and message, not its multi-line report
+        first = errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE, trust_remote_code=False):
@@ -243,7 +547,7 @@ def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE, trust_re
 
     ours = {Path(m.__file__).name: Path(m.__file__).read_bytes() for m in (configuration_hpd, modeling_hpd)}
     foreign = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*.py"))
-               if ours.get(path.name) != path.read_bytes()]
+               if ours.get(path.name) != path.read_bytes() and SUBMISSION_DIR not in path.relative_to(folder).parts[:1]]
     if foreign and not trust_remote_code:
         return [*problems, (f"{', '.join(foreign)} is not this toolkit's code, so the loaders were not run; "
                             "pass --trust-remote-code to run it")]
