@@ -448,7 +448,8 @@ def check_mteb_submission(folder, trust_remote_code=False):
         try:
             task = mteb.get_task(result.task_name)
         except Exception:
-            problems.append(f"{path.name}: mteb {mteb.__version__} has no task {result.task_name!r}")
+            problems.append(f"{path.name}: mteb {mteb.__version__} has no task {result.task_name!r}; remove the file "
+                            "or evaluate with an mteb that has the task")
             continue
         # mteb fills in NaN for every split and subset the task needs but the file lacks
         scores = result.validate_and_filter_scores(task).scores
@@ -465,7 +466,7 @@ def check_mteb_submission(folder, trust_remote_code=False):
                             f"({entry['differs_from_mteb']}, in {entry.get('data_dir')}), so it is refused for the "
                             "leaderboard: run `hpd eval mteb` without --data on a machine with the Hub")
     problems += [f"{path.relative_to(root)} is {path.stat().st_size / 2**20:.1f} MB, over the results repository's "
-                 "10 MB limit" for path in sorted((root / "results").rglob("*"))
+                 "10 MB limit: restore the file from `hpd eval mteb`" for path in sorted((root / "results").rglob("*"))
                  if path.is_file() and path.stat().st_size > MAX_RESULT_BYTES]
     pending = None if re.fullmatch(r"[0-9a-f]{40}", run.name) else (
         f"the results are filed under {run.name!r}, not a Hub commit: run the same `hpd release` command with --push")
