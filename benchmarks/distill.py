@@ -52,16 +52,22 @@ def stage_run(model, corpus, size, pca_sentences, valid_sentences, work):
     print(json.dumps({"sentences": used, "teacher_seconds": seconds, "peak_rss_mb": peak_mb}))
 
 
-def training_rows(model, corpus, sentences, steps, work):
-    """Each TRAINING_VARIANT for `steps` steps of 256 on the same cached teacher vectors."""
+def training_rows(model, corpus, steps, batch_size, work):
+    """Each TRAINING_VARIANT for `steps` steps of `batch_size` on the same cached teacher vectors."""
+    from training.convert import load_hpd
     from training.distill import DistillConfig, distill
 
+    model_config = load_hpd(model)[0].config
+    layers = [0, 2, 3, 5] if model_config.num_hidden_layers == 6 else None  # the reproduction's cut of MiniLM-L6
+    dim = min(128, model_config.projection_dim)  # the model teaches itself: at most its own dimension
     rows, base = [], None
     for label, overrides in TRAINING_VARIANTS:
-        config = DistillConfig(teacher=model, student=model, layers=[0, 2, 3, 5], corpus=[corpus],
+        sentences = steps * batch_size
+        config = DistillConfig(teacher=model, student=model, layers=layers, corpus=[corpus],
                                output=str(Path(work) / "out"), work_dir=str(Path(work) / "work"),
-                               max_sentences=sentences, valid_sentences=500, pca_sentences=min(5000, sentences),
-                               epochs=1, batch_size=256, warmup_steps=min(10, steps), log_steps=steps,
+                               max_sentences=sentences, valid_sentences=min(500, sentences // 4),
+                               pca_sentences=min(5000, sentences), dim=min(dim, sentences),
+                               epochs=1, batch_size=batch_size, warmup_steps=min(10, steps), log_steps=steps,
                                eval_steps=steps, head_init="lstsq", overwrite=True, **overrides)
         distill(config)
         log = [json.loads(line) for line in open(config.run_dir() / "train_log.jsonl")]
@@ -80,7 +86,8 @@ def main():
     parser.add_argument("--sizes", default="20000,100000", help="corpus sizes for the peak-RAM rows")
     parser.add_argument("--pca-sentences", type=int, default=20_000)
     parser.add_argument("--compare-sentences", type=int, default=10000, help="sentences for the teacher rows")
-    parser.add_argument("--train-steps", type=int, default=40, help="steps of 256 per training variant")
+    parser.add_argument("--train-steps", type=int, default=40, help="steps per training variant")
+    parser.add_argument("--train-batch-size", type=int, default=256)
     parser.add_argument("--stage-run", nargs=4, metavar=("MODEL", "SIZE", "PCA", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model is None:
@@ -119,7 +126,7 @@ def main():
                      f"teacher {result['sentences'] / result['teacher_seconds']:.0f} sent/s"))
 
     with tempfile.TemporaryDirectory() as work:
-        rows += training_rows(args.model, args.corpus, 256 * args.train_steps, args.train_steps, work)
+        rows += training_rows(args.model, args.corpus, args.train_steps, args.train_batch_size, work)
 
     print("\n| measurement | value | note |\n|---|---|---|")
     for row in rows:

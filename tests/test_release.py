@@ -381,3 +381,19 @@ def test_float16_weights_keep_the_sts_scores_of_float32(minilm_path, shared_data
     assert scores["float32"]["STSBenchmark"] > 80  # the real model, really scored (82.03 published)
     for task in ("STSBenchmark", "SICKRelatedness"):
         assert scores["float16"][task] == pytest.approx(scores["float32"][task], abs=0.05), task
+
+
+def test_card_training_rows_name_every_teacher_and_the_selection():
+    from training.release import training_rows
+
+    record = {"settings": {"layers": [0, 2], "projection": "pca", "dim": 128, "pca_sentences": 50000, "lr": 1e-4,
+                           "batch_size": 256, "warmup_steps": 20, "epochs": 1, "seed": 42, "head_init": "lstsq",
+                           "unit": "mixed"},
+              "teacher": ["models/all-mpnet-base-v2", "models/all-MiniLM-L6-v2"], "teacher_weights": [1.0, 0.5],
+              "student": "models/all-MiniLM-L6-v2", "corpus": {"train": 50000, "valid": 5000, "sha256": "cd" * 32},
+              "best_step": 196, "selected_by": "valid-mse", "validation": {"valid_mse": 0.002},
+              "selection": "step 196 of 196: the lowest validation MSE against the projected teacher vectors"}
+    rows = dict(training_rows(record))
+    assert rows["teachers"] == "models/all-mpnet-base-v2 (weight 1) + models/all-MiniLM-L6-v2 (weight 0.5)"
+    assert rows["training text"] == "sentences and passages"
+    assert rows["checkpoint selected by"].startswith("step 196 of 196: the lowest validation MSE")

@@ -70,7 +70,8 @@ def test_reproduction_table_rows_and_goals(tmp_path, capsys, monkeypatch):
     student = results_file(tmp_path / "s.json", [79.3] * 7, 19_090_000, 128)  # 99.1% of the teacher
     baseline = results_file(tmp_path / "b.json", [79.5] * 7, 22_713_216, 384)  # but below this one
     speed = tmp_path / "speed.json"
-    speed.write_text(json.dumps({"rows": {"T": {"sentences_per_s": 30.0}, "S": {"sentences_per_s": 250.0}}}))
+    speed.write_text(json.dumps({"rows": {"T": {"sentences_per_s": 30.0}, "S": {"sentences_per_s": 250.0},
+                                          "B": {"sentences_per_s": 200.0}}}))
     monkeypatch.setattr(sys, "argv", ["reproduction_table.py", "--speed", str(speed), "--results", f"T={teacher}",
                                       "--results", f"S={student}", "--results", f"B={baseline}",
                                       "--teacher", "T", "--student", "S", "--baseline", "B"])
@@ -78,10 +79,11 @@ def test_reproduction_table_rows_and_goals(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "| T | 80.00 | 80.00 | 80.00 | 80.00 | 80.00 | 80.00 | 80.00 | 80.00 | 109.5M | 768 | 30 | 3,072 |" in out
     assert "| S |" in out and "| 19.1M | 128 | 250 | 512 |" in out
-    assert "| B |" in out and "| 22.7M | 384 | – | 1,536 |" in out  # not in the speed run: no figure
+    assert "| B |" in out and "| 22.7M | 384 | 200 | 1,536 |" in out
     assert "| HPD-TinyBERT-F128 (paper) | 74.29 |" in out and "| 81.02 |" in out
     assert "| ≥ 99% | average 79.30 = 99.1% of the teacher's 80.00 | yes |" in out
     assert "| ≥ 8x | CPU throughput 8.3x the teacher's (250 vs 30 sentences/s) | yes |" in out
+    assert "| ≥ 1.4x | CPU throughput 1.25x B's (250 vs 200 sentences/s) | no |" in out
     assert "| ≥ 6x | embeddings 6.0x smaller (512 vs 3072 bytes) | yes |" in out
     assert "| higher | average 79.30 vs B 79.50 | no |" in out
 
@@ -97,16 +99,37 @@ def test_ablation_table_reads_each_models_training_record(tmp_path, capsys, monk
     model = tmp_path / "ablation-lr"
     model.mkdir()
     (model / "distill_config.json").write_text(json.dumps({
-        "settings": {"epochs": 1, "lr": 2e-4, "projection": "pca-centered", "head_init": "lstsq"}, "corpus": {"train": 50000},
+        "settings": {"teacher": ["m/all-mpnet-base-v2", "m/all-MiniLM-L6-v2"], "teacher_weights": [1.0, 0.5],
+                     "layers": [0, 2, 3, 5], "epochs": 1, "lr": 2e-4, "projection": "pca-centered",
+                     "head_init": "lstsq", "student_dtype": "bfloat16"},
+        "corpus": {"train": 50000}, "steps": 196, "training_seconds": 390.0,
         "best_step": 147, "validation": {"valid_mse": 0.00123, "stsb_dev_spearman": 85.4321}}))
     results = results_file(tmp_path / "lr-2e-4.json", [78.0] * 6 + [81.5], 1, 128)
-    data = json.loads(results.read_text())
-    results.write_text(json.dumps({**data, "model": str(model)}))
-    monkeypatch.setattr(sys, "argv", ["ablation_table.py", str(results)])
+    monkeypatch.setattr(sys, "argv", ["ablation_table.py", f"lr-2e-4={model}", "--results", f"lr-2e-4={results}"])
     load_script("ablation_table").main()
-    assert ("| lr-2e-4 | 50,000 | 1 | 0.0002 | pca-centered | lstsq | 147 | 85.43 | 1.230e-03 | 78.00 | 78.50 |"
+    assert ("| lr-2e-4 | all-mpnet-base-v2 ×1 + all-MiniLM-L6-v2 ×0.5 | 0,2,3,5 | sentence | 50,000 | 1 | 0.0002 | "
+            "pca-centered | lstsq | bfloat16 | 196 | 6.5 | 147 | 1.230e-03 | 85.43 | 78.50 |"
             in capsys.readouterr().out)
+
+    monkeypatch.setattr(sys, "argv", ["ablation_table.py", f"lr-2e-4={model}"])  # no test figures: a dash
+    load_script("ablation_table").main()
+    assert "| 147 | 1.230e-03 | 85.43 | – |" in capsys.readouterr().out
 
     (model / "distill_config.json").unlink()
     with pytest.raises(SystemExit, match="distill_config.json is missing"):
         load_script("ablation_table").main()
+
+
+def test_speed_quality_plot(tmp_path, monkeypatch, capsys):
+    teacher = results_file(tmp_path / "t.json", [80.0] * 7, 109_486_464, 768)
+    student = results_file(tmp_path / "s.json", [79.3] * 7, 19_090_000, 128)
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps({"rows": {"T": {"sentences_per_s": 30.0}, "S": {"sentences_per_s": 450.0}}}))
+    argv = ["reproduction_table.py", "--speed", str(speed), "--results", f"T={teacher}", "--results", f"S={student}",
+            "--plot", str(tmp_path / "plot.png")]
+    monkeypatch.setattr(sys, "argv", argv)
+    load_script("reproduction_table").main()
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setattr(sys, "argv", [a for a in argv if a not in ("--speed", str(speed))])
+    with pytest.raises(SystemExit, match="--plot needs --speed"):
+        load_script("reproduction_table").main()

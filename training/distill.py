@@ -556,6 +556,7 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
         truncate_log(log_path, state["step"])
     if state["finished"]:
         return state
+    stage_started, seconds_before = time.perf_counter(), state.get("seconds", 0.0)
 
     def evaluate_and_checkpoint(step):
         if accelerator.is_main_process:
@@ -569,6 +570,7 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
                 save_hpd_folder(accelerator.unwrap_model(model), tokenizer, best_dir)
             bar.set_postfix(figures)
         state["step"], state["finished"] = step, step >= total_steps
+        state["seconds"] = round(seconds_before + time.perf_counter() - stage_started, 1)  # CPU/GPU time spent
         save_checkpoint(accelerator, checkpoints, state)
         # every process continues with the main process's view of the best model
         state.update(json.loads((latest_checkpoint(checkpoints) / "trainer_state.json").read_text()))
@@ -720,6 +722,8 @@ def distill(config):
                 "processes": accelerator.num_processes,
                 "run_dir": str(config.run_dir()),
                 "best_step": state["best_step"],
+                "steps": state["step"],
+                "training_seconds": state.get("seconds"),
                 "validation": state["best_figures"],
                 "selected_by": config.select,
                 "selection": f"step {state['best_step']} of {state['step']}: " + {

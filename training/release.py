@@ -159,7 +159,11 @@ def results_table(result, repo_id):
 
 def training_rows(distill_config):
     settings, corpus = distill_config["settings"], distill_config["corpus"]
-    rows = [("teacher", distill_config["teacher"]), ("student base", distill_config["student"]),
+    teachers, weights = distill_config["teacher"], distill_config.get("teacher_weights")
+    several = isinstance(teachers, list)  # L2-normalised, weighted, joined before the projection
+    if several:
+        teachers = " + ".join(f"{t} (weight {w:g})" for t, w in zip(teachers, weights or [1.0] * len(teachers)))
+    rows = [("teachers" if several else "teacher", teachers), ("student base", distill_config["student"]),
             ("student layers kept", ",".join(map(str, settings["layers"])) if settings.get("layers") else "all"),
             ("projection", f"{settings['projection']} to {settings['dim']} dimensions"),
             ("corpus", f"{corpus['train']:,} training and {corpus['valid']:,} validation sentences "
@@ -170,7 +174,10 @@ def training_rows(distill_config):
                              f"epoch{'s' if settings['epochs'] != 1 else ''}, seed {settings['seed']}"),
             ("head initialisation", {"lstsq": "least squares from the student's pooled embeddings (linear probe)"}
              .get(settings.get("head_init", "random"), "random")),
-            ("checkpoint selected by", f"{distill_config['selected_by']} (step {distill_config['best_step']})")]
+            ("checkpoint selected by", distill_config.get("selection")
+             or f"{distill_config['selected_by']} (step {distill_config['best_step']})")]
+    if settings.get("unit", "sentence") != "sentence":
+        rows.insert(4, ("training text", {"paragraph": "passages", "mixed": "sentences and passages"}[settings["unit"]]))
     rows += [(name.replace("_", " "), f"{value:.6g}") for name, value in (distill_config.get("validation") or {}).items()]
     return rows
 

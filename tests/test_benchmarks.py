@@ -1,0 +1,52 @@
+"""Smoke tests: every benchmark runs end to end on tiny inputs and prints its table, so none can rot unseen."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+from conftest import REPO, WORDS, tiny_model
+from training.convert import save_hpd_folder
+
+
+def run_benchmark(name, *args):
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *map(str, args)], capture_output=True,
+                            text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_distill_benchmark_prints_before_and_after(tmp_path, tokenizer):
+    save_hpd_folder(tiny_model(seed=1, embedding_dim=None), tokenizer, tmp_path / "model")
+    rng = random.Random(0)
+    lines = {" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + "." for _ in range(900)}
+    (tmp_path / "corpus.txt").write_text("\n".join(sorted(lines)) + "\n")
+    out = run_benchmark("distill.py", "--corpus", tmp_path / "corpus.txt", "--model", tmp_path / "model",
+                        "--sizes", "200,400", "--pca-sentences", 100, "--compare-sentences", 100,
+                        "--train-steps", 3, "--train-batch-size", 32)
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0] == "| measurement | value | note |"
+    assert sum("peak RAM" in line for line in table) == 2
+    training = [line for line in table if "student training" in line]
+    assert len(training) == 3 and "float32 (before)" in training[0] and "| 1.00x; valid MSE" in training[0]
+    assert all("sentences/s" in line for line in training)
+
+
+def test_encode_speed_benchmark_alternates_models(tmp_path, tokenizer, shared_data):
+    for seed in (1, 2):
+        save_hpd_folder(tiny_model(seed=seed), tokenizer, tmp_path / f"m{seed}")
+    out = run_benchmark("encode_speed.py", "--data", shared_data / "senteval", "--model", f"a={tmp_path / 'm1'}",
+                        "--model", f"b={tmp_path / 'm2'}", "--sentences", 60, "--rounds", 2,
+                        "--json", tmp_path / "speed.json")
+    assert "| a | " in out and "| 1.00x |" in out and "| b | " in out
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert [len(rows[name]["sentences_per_s_by_round"]) for name in "ab"] == [2, 2]
+    assert rows["a"]["speed_vs_a"] == 1.0 and rows["b"]["speed_vs_a"] > 0
+
+
+def test_eval_sts_benchmark(tmp_path, tokenizer, shared_data):
+    save_hpd_folder(tiny_model(seed=1), tokenizer, tmp_path / "m")
+    out = run_benchmark("eval_sts.py", "--data", shared_data / "senteval", "--model", tmp_path / "m",
+                        "--tasks", "STS-B")
+    assert "sentences/s" in out
