@@ -156,10 +156,18 @@ def encoder_fingerprint(encoder):
         "prompts": encoder.prompts, "default_prompt_name": encoder.default_prompt_name,
         # the path a model was loaded from and the library version do not change its vectors
         "config": {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"},
-        "tokenizer": backend.to_str() if backend is not None else sorted((tokenizer.get_vocab() if tokenizer else {}).items()),
+        "tokenizer": _tokenizer_settings(backend) if backend is not None
+        else sorted((tokenizer.get_vocab() if tokenizer else {}).items()),
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+def _tokenizer_settings(backend):
+    settings = json.loads(backend.to_str())
+    # set on the backend by each call (the encoder's own max_seq_length is in the fingerprint already)
+    settings.pop("truncation", None), settings.pop("padding", None)
+    return settings
 
 
 def texts_sha256(texts):
