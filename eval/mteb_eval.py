@@ -140,7 +140,12 @@ def split_tasks(tasks):
 
 def beir_folder(data_dir, task):
     """Where `hpd eval mteb --data DIR` reads a retrieval task: DIR/<BEIR name>, e.g. DIR/scifact."""
-    return Path(data_dir).expanduser() / RETRIEVAL_TASKS[task]
+    folder = Path(data_dir).expanduser() / RETRIEVAL_TASKS[task]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder; {task} is read from DIR/{RETRIEVAL_TASKS[task]} in BEIR "
+                                f"format, so give --data the folder that holds {RETRIEVAL_TASKS[task]}/ (here: "
+                                "../shared/data/retrieval).")
+    return folder
 
 
 def write_model_meta(model, encoder, name, path, meta=None):

@@ -54,7 +54,9 @@ def load_beir(folder, split="test"):
         raise ValueError(f"{folder / 'corpus.jsonl'} holds no documents: the corpus is empty; re-copy the data.")
     doc_ids = [str(row["_id"]) for row in corpus]
     _refuse_duplicates(doc_ids, folder / "corpus.jsonl")
-    all_queries = {str(row["_id"]): row["text"] for row in _read_jsonl(folder / "queries.jsonl", ("_id", "text"))}
+    query_rows = _read_jsonl(folder / "queries.jsonl", ("_id", "text"))
+    _refuse_duplicates([str(row["_id"]) for row in query_rows], folder / "queries.jsonl")
+    all_queries = {str(row["_id"]): row["text"] for row in query_rows}
     qrels = _read_qrels(folder / "qrels" / f"{split}.tsv", set(doc_ids), all_queries)
     query_ids = [query_id for query_id in all_queries if query_id in qrels]
     return BeirData(folder, split, doc_ids, [str(row.get("title") or "") for row in corpus],

@@ -306,6 +306,7 @@ def test_a_sentence_transformers_folder_works_too(tmp_path, tiny_hpd):
     ("no-judgements", "qrels/test.tsv holds no judgements, so no query of the test split can be scored"),
     ("all-grades-zero", "every judgement has relevance 0"),
     ("bad-json", "corpus.jsonl:2: not JSON"),
+    ("duplicate-query", "queries.jsonl: the _id 'q0' occurs twice"),
     ("no-folder", "no such data folder"),
     ("rescore-too-small", "--rescore 50 is below 100"),
     ("rescore-float32", "--rescore re-ranks int8 or binary candidates"),
@@ -331,6 +332,9 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, damage, message):
         qrels.write_text("\n".join([lines[0], *(line.rsplit("\t", 1)[0] + "\t0" for line in lines[1:])]) + "\n")
     elif damage == "bad-json":
         corpus.write_text(corpus.read_text().replace("}\n", "\n", 2).replace("\n", "}\n", 1))
+    elif damage == "duplicate-query":
+        queries = data / "queries.jsonl"
+        queries.write_text(queries.read_text() + queries.read_text().splitlines()[0] + "\n")
     elif damage == "no-folder":
         data = tmp_path / "nowhere"
     elif damage == "rescore-too-small":
@@ -392,7 +396,7 @@ def test_mteb_scifact_from_local_beir_files_beside_sts(tmp_path, tiny_hpd, capsy
 def test_mteb_scifact_missing_or_bad_data_fails_before_loading_the_model(tmp_path):
     from eval.mteb_eval import run_mteb
 
-    with pytest.raises(FileNotFoundError, match="scifact: no such data folder"):
+    with pytest.raises(FileNotFoundError, match="scifact: no such folder; SciFact is read from DIR/scifact in BEIR"):
         run_mteb("/nonexistent-model", ["SciFact"], tmp_path / "out", data_dir=tmp_path)
     write_beir(tmp_path / "scifact")
     (tmp_path / "scifact" / "qrels" / "test.tsv").unlink()
