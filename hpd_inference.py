@@ -21,12 +21,13 @@ import numpy as np
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 RANGES_FILE = "embedding_ranges.json"
 EXTRA = "pip install 'hpd-toolkit[onnx]'"
+OPENVINO_EXTRA = "pip install 'hpd-toolkit[openvino]'"
 OUTPUT_NAME = "sentence_embedding"
 WEIGHTS_KEY = "hpd_weights_sha256"  # metadata of an exported graph: the weights it was exported from
 BACKEND_FILES = {"onnx": "onnx/model.onnx", "openvino": "openvino/openvino_model.xml"}
 
 
-def require(module, purpose):
+def require(module, purpose, extra=EXTRA):
     """Imports `module` or says in one line which extra installs it."""
     import importlib
 
@@ -34,7 +35,7 @@ def require(module, purpose):
         return importlib.import_module(module)
     except ImportError as error:
         raise ValueError(f"{purpose} needs the {module.split('.')[0]} package, which is not installed ({error}): "
-                         f"{EXTRA}") from None
+                         f"{extra}") from None
 
 
 def weights_sha256(folder):
@@ -165,10 +166,11 @@ class _ExportedEncoder:
             threads = int(os.environ["OMP_NUM_THREADS"])  # as torch does
         self._load(threads)
         exported_from = self._metadata().get(WEIGHTS_KEY)
+        again = f"export it again: hpd export {self.folder} --format {self.backend}."
+        if exported_from is None:
+            raise ValueError(f"{self.path} records no weights fingerprint, so it was not written by hpd export; {again}")
         if exported_from != weights_sha256(self.folder):
-            raise ValueError(f"{self.path} was exported from {'other weights than' if exported_from else 'weights not'}"
-                             f" recorded with {self.folder} (or not by hpd export); export it again: hpd export "
-                             f"{self.folder} --format {self.backend}.")
+            raise ValueError(f"{self.path} was exported from other weights than {self.folder} holds now; {again}")
         self.dim = self.config.get("embedding_dim") or self.config["hidden_size"]
         self.max_seq_length = self.config.get("max_seq_length") or self.config.get("max_position_embeddings", 512)
         self._tokenizer = None
@@ -291,7 +293,7 @@ class HPDOpenVINOEncoder(_ExportedEncoder):
     backend, runtime = "openvino", "OpenVINO"
 
     def _load(self, threads):
-        ov = require("openvino", "the OpenVINO backend")
+        ov = require("openvino", "the OpenVINO backend", OPENVINO_EXTRA)
         core = ov.Core()
         try:
             self.model = core.read_model(str(self.path))

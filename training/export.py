@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpd_inference import (BACKEND_FILES, OUTPUT_NAME, RANGES_FILE, WEIGHTS_KEY, hpd_config, require,
-                           weights_sha256)
+from hpd_inference import (BACKEND_FILES, OPENVINO_EXTRA, OUTPUT_NAME, RANGES_FILE, WEIGHTS_KEY, hpd_config,
+                           require, weights_sha256)
 from training.output_dir import MARKER, MARKER_TEXT
 
 FORMATS = ("onnx", "openvino")
@@ -85,9 +85,9 @@ def export(model, format="onnx", quantize="none", calibration=None, target="avx5
     require("onnxruntime", "hpd export")
     require("onnxscript", "hpd export (torch.onnx's exporter)")
     if format == "openvino":
-        require("openvino", "hpd export --format openvino")
+        require("openvino", "hpd export --format openvino", OPENVINO_EXTRA)
         if quantize == "int8-static":
-            require("nncf", "hpd export --quantize int8-static")
+            require("nncf", "hpd export --quantize int8-static", OPENVINO_EXTRA)
     files = [BACKEND_FILES[format]]
     if quantize == "int8-dynamic":
         files.append(onnx_int8_file(target))

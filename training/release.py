@@ -93,6 +93,11 @@ def load_results(path, model_folder):
     if recorded is None or recorded != weights_sha256(model_folder):
         raise ValueError(f"{path} was produced by another model ({results.get('model')}), not {model_folder}: "
                          f"evaluate this model with `hpd eval sts --model {model_folder} --output ...`.")
+    variant = (results.get("backend", "torch"), results.get("precision", "float32"))
+    if variant != ("torch", "float32"):
+        raise ValueError(f"{path} scored the model through {variant[0]} at {variant[1]} precision; the card reports the "
+                         f"model itself: evaluate it with `hpd eval sts --model {model_folder} --output ...` (no "
+                         "--backend or --precision).")
     if not scores or any(task not in (*TASKS, "Avg") for task in scores):
         raise ValueError(f"{path}: unexpected tasks in scores ({', '.join(scores)}).")
     return path, {"protocol": protocol, "scores": scores}
