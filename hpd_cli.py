@@ -15,6 +15,7 @@ from hpd_inference import PRECISIONS
 # The project's default model: HPD distilled from all-mpnet-base-v2 into 4 layers of all-MiniLM-L6-v2 at 128-d
 # (docs/reproduction.md). It ships with the repository; `hpd encode` and `hpd eval` use it when no model is given.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "releases" / "HPD-MiniLM-L4-F128"
+ENCODE_CHUNK = 8192  # hpd encode encodes and writes this many sentences at a time
 
 
 def model_or_default(model):
@@ -53,19 +54,42 @@ def encode_command(args):
     model = model_or_default(args.model)
     encoder = load_any_encoder(model, args.backend, args.file_name, trust_remote_code=args.trust_remote_code)
     ranges = load_ranges(model, normalized=args.normalize) if args.precision in ("int8", "uint8") else None
-    embeddings = encode_by_length(encoder, sentences, batch_size=args.batch_size,
-                                  show_progress_bar=len(sentences) > args.batch_size)
-    if args.normalize:
-        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    embeddings = quantize(embeddings, args.precision, ranges)
+    output = None
     if args.output:
-        output = args.output if args.output.endswith(".npy") else f"{args.output}.npy"  # np.save's own rule
-        np.save(output, embeddings)
+        output = Path(args.output if args.output.endswith(".npy") else f"{args.output}.npy")  # np.save's own rule
+        temporary = output.parent / f".{output.name}.{os.getpid()}.tmp.npy"
+    stored = None
+    try:
+        # In chunks, each written as it is done: memory stays flat however long the input is.
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(sentences), desc="Encoding", unit="sent", disable=len(sentences) <= args.batch_size) as bar:
+            for start in range(0, len(sentences), ENCODE_CHUNK):
+                chunk = sentences[start : start + ENCODE_CHUNK]
+                vectors = encode_by_length(encoder, chunk, batch_size=args.batch_size, show_progress_bar=False)
+                if args.normalize:
+                    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+                vectors = quantize(vectors, args.precision, ranges)
+                if output is None:
+                    np.savetxt(sys.stdout, vectors, fmt="%.6f" if args.precision == "float32" else "%d", delimiter=" ")
+                else:
+                    if stored is None:
+                        stored = np.lib.format.open_memmap(temporary, mode="w+", dtype=vectors.dtype,
+                                                           shape=(len(sentences), vectors.shape[1]))
+                    stored[start : start + len(vectors)] = vectors
+                bar.update(len(chunk))
+        if stored is not None:
+            stored.flush()
+            shape, dtype = stored.shape, stored.dtype
+            del stored
+            os.replace(temporary, output)
+    except BaseException:
+        if output is not None and temporary.exists():
+            temporary.unlink()
+        raise
+    if output is not None:
         packed = " (sign bits, 8 per byte)" if args.precision.endswith("binary") else ""
-        print(f"Wrote {output}: {embeddings.shape[0]} x {embeddings.shape[1]} {embeddings.dtype}{packed}",
-              file=sys.stderr)
-    else:
-        np.savetxt(sys.stdout, embeddings, fmt="%.6f" if args.precision == "float32" else "%d", delimiter=" ")
+        print(f"Wrote {output}: {shape[0]} x {shape[1]} {dtype}{packed}", file=sys.stderr)
 
 
 def convert_command(args):
@@ -96,6 +120,7 @@ def export_command(args):
 
     written = export(args.model, format=args.format, quantize=args.quantize, calibration=args.calibration,
                      target=args.target, overwrite=args.overwrite, calibration_sentences=args.calibration_sentences,
+                     ffn_output=args.int8_ffn_output,
                      progress=lambda message: print(message, file=sys.stderr))
     folder = Path(args.model)
     for relative in written:
@@ -163,7 +188,8 @@ def release_command(args):
         raise ValueError(f"{', '.join(missing)} must be given (or --check DIR to check a release folder).")
     out, reference = build_release(args.model, args.out, args.repo_id, args.results or (), args.mteb_results,
                                    args.license, args.base_model, weights_dtype=args.weights_dtype,
-                                   overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
+                                   overwrite=args.overwrite, trust_remote_code=args.trust_remote_code,
+                                   exports=args.export or ())
     problems = check_release(out, reference)
     refused, pending = submission_status(out)
     if problems or refused:
@@ -356,6 +382,9 @@ def build_parser():
                         "weights, activations quantized on the fly) or int8-static (OpenVINO: NNCF, needs --calibration)")
     export.add_argument("--target", default="avx512_vnni", help="int8-dynamic settings and file name, as optimum's: "
                         "avx512_vnni (default), avx512, avx2, arm64")
+    export.add_argument("--int8-ffn-output", default="float", help="int8-dynamic: keep the feed-forward output "
+                        "projections float32 (float, default: closer to float32) or quantize them too (int8: optimum's "
+                        "preset exactly, smaller and faster; file name ends in _full)")
     export.add_argument("--calibration", nargs="+", help="int8-static: sentences like those you will encode (text file, "
                         "one per line, or any corpus hpd distill reads)")
     export.add_argument("--calibration-sentences", type=int, default=300,
@@ -396,6 +425,8 @@ def build_parser():
     release.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
                          help="how the weights are stored; float16 halves the folder and still computes in float32 "
                          "(default: %(default)s)")
+    release.add_argument("--export", help="also ship exported graphs: onnx (float32 and int8-dynamic), openvino "
+                         "(float32), comma-separated; the card shows how to run them")
     release.add_argument("--push", action="store_true", help="upload to the Hub after the checks pass")
     release.add_argument("--private", action="store_true", help="create the Hub repository as private")
     release.add_argument("--revision", default="main", help="branch to commit to (default: %(default)s)")

@@ -308,8 +308,9 @@ class HPDOpenVINOEncoder(_ExportedEncoder):
         self.request = self.compiled.create_infer_request()
 
     def _metadata(self):
-        info = self.model.get_rt_info()
-        return {WEIGHTS_KEY: str(info[WEIGHTS_KEY])} if WEIGHTS_KEY in info else {}
+        if not self.model.has_rt_info(WEIGHTS_KEY):
+            return {}
+        return {WEIGHTS_KEY: self.model.get_rt_info(WEIGHTS_KEY).astype(str)}
 
     def _run(self, features):
         result = self.request.infer({name: features[name] for name in self.input_names})

@@ -60,6 +60,22 @@ def test_export_writes_one_graph_per_precision_in_the_backend_layout(exported):
         assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer)
     quantized = onnx.load(str(exported / INT8))
     assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in quantized.graph.node)
+    shapes = {tensor.name: tuple(tensor.dims) for tensor in quantized.graph.initializer}
+    float_ffn_outputs = [node for node in quantized.graph.node if node.op_type == "MatMul"
+                         and shapes.get(node.input[1]) == (64, 32)]  # intermediate -> hidden, kept float32
+    assert len(float_ffn_outputs) == 2  # one per layer
+
+
+def test_int8_ffn_output_quantizes_every_weight_matmul(exported, tmp_path, capsys):
+    import onnx
+
+    folder = copy_of(exported, tmp_path)
+    code, out, err = hpd(capsys, "export", folder, "--quantize", "int8-dynamic", "--int8-ffn-output", "int8")
+    assert code == 0 and "onnx/model_qint8_avx512_vnni_full.onnx" in out, err
+    graph = onnx.load(str(folder / "onnx" / "model_qint8_avx512_vnni_full.onnx"))
+    constants = {tensor.name for tensor in graph.graph.initializer}
+    assert not [node for node in graph.graph.node if node.op_type == "MatMul" and node.input[1] in constants]
+    assert (folder / INT8).is_file()  # the other int8 file is kept
 
 
 @pytest.mark.parametrize("head", [
@@ -262,3 +278,87 @@ def test_packaged_minilm_converted_to_hpd_exports_with_normalize_and_no_projecti
     assert hpd_cli.main(["export", str(folder)]) == 0
     sentences = ["A man is playing a guitar.", "Someone plays an instrument on a stage tonight, loudly.", "Hi"]
     np.testing.assert_allclose(HPDOnnxEncoder(folder).encode(sentences), model.encode(sentences), atol=1e-4)
+
+
+# --- OpenVINO -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def openvino_exported(exported, tmp_path_factory):
+    pytest.importorskip("openvino", reason="OpenVINO is an extra: pip install -e '.[openvino]'")
+    pytest.importorskip("nncf", reason="NNCF is an extra: pip install -e '.[openvino]'")
+    import random
+
+    from conftest import WORDS
+
+    folder = tmp_path_factory.mktemp("openvino") / "tiny"
+    shutil.copytree(exported, folder)
+    rng = random.Random(0)
+    calibration = folder.parent / "calibration.txt"
+    calibration.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))) + "."
+                                      for _ in range(120)) + "\n")
+    assert hpd_cli.main(["export", str(folder), "--format", "openvino"]) == 0
+    assert hpd_cli.main(["export", str(folder), "--format", "openvino", "--quantize", "int8-static",
+                         "--calibration", str(calibration)]) == 0
+    return folder
+
+
+def test_openvino_float32_equals_pytorch_and_static_int8_stays_close(openvino_exported):
+    from hpd_inference import HPDOpenVINOEncoder
+    from training.export import OPENVINO_INT8_FILE
+
+    names = sorted(p.name for p in (openvino_exported / "openvino").iterdir())
+    assert names == [".hpd-toolkit", "openvino_model.bin", "openvino_model.xml", "openvino_model_qint8_quantized.bin",
+                     "openvino_model_qint8_quantized.xml"]
+    reference = HPDModel.from_pretrained(openvino_exported).encode(RAGGED)
+    for batch_size in (1, 3, 64):
+        np.testing.assert_allclose(HPDOpenVINOEncoder(openvino_exported).encode(RAGGED, batch_size=batch_size),
+                                   reference, atol=1e-4)
+    int8 = load_backend(openvino_exported, "openvino", OPENVINO_INT8_FILE).encode(RAGGED)
+    cosine = (int8 * reference).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() > 0.98 and not np.allclose(int8, reference, atol=1e-4)
+
+
+def test_openvino_from_the_cli_and_its_bad_input(openvino_exported, tmp_path, capsys, monkeypatch):
+    code, out, err = hpd(capsys, "encode", "--model", openvino_exported, "--backend", "openvino", *RAGGED[:3])
+    assert code == 0, err
+    printed = np.array([[float(x) for x in line.split()] for line in out.splitlines()])
+    np.testing.assert_allclose(printed, HPDModel.from_pretrained(openvino_exported).encode(RAGGED[:3]), atol=1e-4)
+
+    code, _, err = hpd(capsys, "export", openvino_exported, "--format", "openvino", "--quantize", "int8-dynamic")
+    assert code == 1 and "--format openvino takes --quantize none or int8-static" in err
+    folder = copy_of(openvino_exported, tmp_path)
+    (folder / "openvino" / "openvino_model.xml").write_text("<net><broken")
+    code, _, err = hpd(capsys, "encode", "--model", folder, "--backend", "openvino", "hello")
+    assert code == 1 and "cannot be read by OpenVINO" in err and "export it again" in err
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    code, _, err = hpd(capsys, "encode", "--model", openvino_exported, "--backend", "openvino", "hello")
+    assert code == 1 and "needs the openvino package" in err and "pip install 'hpd-toolkit[openvino]'" in err
+
+
+# --- hpd release --export ------------------------------------------------------------------------------
+
+def test_release_ships_the_exported_graphs_and_shows_how_to_run_them(exported, tmp_path, capsys):
+    pytest.importorskip("openvino", reason="OpenVINO is an extra: pip install -e '.[openvino]'")
+    from huggingface_hub import ModelCard
+
+    from training.hub_push import files_to_push
+    from training.release import NOT_PUSHED, check_release
+
+    source = tmp_path / "source"
+    shutil.copytree(exported, source, ignore=shutil.ignore_patterns("onnx"))
+    code, out, err = hpd(capsys, "release", source, "--out", tmp_path / "release", "--repo-id", "org/tiny",
+                         "--export", "onnx,openvino")
+    assert code == 0, err
+    release = tmp_path / "release"
+    pushed = set(files_to_push(release, NOT_PUSHED))
+    assert {"onnx/model.onnx", INT8, "openvino/openvino_model.xml", "openvino/openvino_model.bin"} <= pushed
+    assert not any(name.endswith(".hpd-toolkit") for name in pushed)
+    card = ModelCard.load(release / "README.md").text
+    assert 'hf_hub_download("org/tiny", "onnx/model_qint8_avx512_vnni.onnx")' in card
+    assert "HPDOpenVINOEncoder(folder)" in card
+    assert check_release(release) == []
+    (release / "onnx" / "model.onnx").write_bytes(b"broken")
+    assert any("onnx/model.onnx" in problem and "cannot be read" in problem for problem in check_release(release))
+    code, _, err = hpd(capsys, "release", source, "--out", tmp_path / "r2", "--repo-id", "org/tiny",
+                       "--export", "onnx,tflite")
+    assert code == 1 and "unknown format tflite" in err

@@ -8,7 +8,9 @@ sentence-transformers' backends:
     onnx/model.onnx                          float32
     onnx/model_qint8_avx512_vnni.onnx        int8 weights, dynamic int8 activations (onnxruntime.quantization;
                                              the name and settings of optimum's avx512_vnni config; also avx512,
-                                             avx2 -> model_quint8_avx2.onnx, arm64)
+                                             avx2 -> model_quint8_avx2.onnx, arm64); the feed-forward output
+                                             projections stay float32 unless ffn_output="int8" (then the file
+                                             name ends in _full)
     openvino/openvino_model.xml/.bin         float32 (OpenVINO's converter, from the ONNX graph)
     openvino/openvino_model_qint8_quantized.xml/.bin   int8, static: NNCF post-training quantization calibrated on
                                              sentences you give (--calibration)
@@ -47,8 +49,8 @@ EXAMPLE_SENTENCES = ["A man is playing a guitar on a small stage in front of a q
 VERIFY_ATOL = 1e-4  # float32 graph vs PyTorch (the observed difference is about 1e-6)
 
 
-def onnx_int8_file(target="avx512_vnni"):
-    return f"onnx/model_{ONNX_INT8_TARGETS[target][0]}.onnx"
+def onnx_int8_file(target="avx512_vnni", ffn_output="float"):
+    return f"onnx/model_{ONNX_INT8_TARGETS[target][0]}{'_full' if ffn_output == 'int8' else ''}.onnx"
 
 
 def _folder(model):
@@ -58,7 +60,7 @@ def _folder(model):
 
 
 def export(model, format="onnx", quantize="none", calibration=None, target="avx512_vnni", overwrite=False,
-           calibration_sentences=300, progress=print):
+           calibration_sentences=300, ffn_output="float", progress=print):
     """`hpd export`: writes the graph(s) into HPD folder `model`; returns the written paths (relative to it).
 
     Files hpd did not write (no `.hpd-toolkit` marker in `onnx/` or `openvino/`) are never replaced without
@@ -67,6 +69,8 @@ def export(model, format="onnx", quantize="none", calibration=None, target="avx5
         raise ValueError(f"unknown format {format!r}; choose {' or '.join(FORMATS)}.")
     if quantize not in QUANTIZE:
         raise ValueError(f"unknown --quantize {quantize!r}; choose {', '.join(QUANTIZE)}.")
+    if ffn_output not in ("float", "int8"):
+        raise ValueError(f"unknown --int8-ffn-output {ffn_output!r}; choose float or int8.")
     if target not in ONNX_INT8_TARGETS:
         raise ValueError(f"unknown --target {target!r}; choose {', '.join(ONNX_INT8_TARGETS)}.")
     if format == "onnx" and quantize == "int8-static":
@@ -90,7 +94,7 @@ def export(model, format="onnx", quantize="none", calibration=None, target="avx5
             require("nncf", "hpd export --quantize int8-static", OPENVINO_EXTRA)
     files = [BACKEND_FILES[format]]
     if quantize == "int8-dynamic":
-        files.append(onnx_int8_file(target))
+        files.append(onnx_int8_file(target, ffn_output))
     elif quantize == "int8-static":
         files.append(OPENVINO_INT8_FILE)
     calibration_texts = _calibration_sentences(calibration, calibration_sentences) if calibration else None
@@ -112,7 +116,8 @@ def export(model, format="onnx", quantize="none", calibration=None, target="avx5
             written[files[0]] = onnx_path
             if quantize == "int8-dynamic":
                 progress(f"Quantizing to int8 (onnxruntime dynamic quantization, {target} settings)...")
-                written[files[1]] = quantize_onnx_dynamic(onnx_path, scratch / "int8.onnx", target, sha)
+                written[files[1]] = quantize_onnx_dynamic(onnx_path, scratch / "int8.onnx", target, sha,
+                                                          hpd_model.config if ffn_output == "float" else None)
         else:
             progress("Converting to OpenVINO...")
             written[files[0]] = to_openvino(onnx_path, scratch / "openvino_model.xml", sha)
@@ -166,19 +171,35 @@ def export_onnx(hpd_model, tokenizer, path, sha):
     return path
 
 
-def quantize_onnx_dynamic(source, path, target, sha):
-    """int8 weights, activations quantized on the fly: optimum's settings for `target`, by onnxruntime itself."""
+def quantize_onnx_dynamic(source, path, target, sha, keep_ffn_output=None):
+    """int8 weights, activations quantized on the fly: optimum's settings for `target`, by onnxruntime itself.
+
+    With `keep_ffn_output` (the model's config) the feed-forward down-projections (intermediate -> hidden) stay
+    float32: their inputs, after GELU, hold the outliers that per-tensor activation quantisation handles worst
+    (Bondarenko et al., 2021). On the default model and 300 STS-B sentences this lifts the lowest cosine to the
+    float32 graph from 0.986 to 0.994, for a file of 26 instead of 19 MB."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _suffix, weight_type, reduce_range = ONNX_INT8_TARGETS[target]
+    excluded = []
+    if keep_ffn_output is not None:
+        graph = onnx.load(str(source))
+        shapes = {tensor.name: tuple(tensor.dims) for tensor in graph.graph.initializer}
+        down = (keep_ffn_output.intermediate_size, keep_ffn_output.hidden_size)
+        excluded = [node.name for node in graph.graph.node
+                    if node.op_type == "MatMul" and shapes.get(node.input[1]) == down]
+        if len(excluded) != keep_ffn_output.num_hidden_layers:
+            raise ValueError(f"found {len(excluded)} feed-forward output projections in the graph, expected one per "
+                             f"layer ({keep_ffn_output.num_hidden_layers}); use --int8-ffn-output int8.")
     with _quiet():
         quantize_dynamic(source, path, per_channel=True, reduce_range=reduce_range,
-                         weight_type=getattr(QuantType, weight_type),
+                         weight_type=getattr(QuantType, weight_type), nodes_to_exclude=excluded,
                          extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     graph = onnx.load(str(path))
     onnx.helper.set_model_props(graph, {WEIGHTS_KEY: sha, "hpd_output": OUTPUT_NAME,
-                                        "hpd_quantization": f"int8-dynamic {target}"})
+                                        "hpd_quantization": f"int8-dynamic {target}, feed-forward outputs "
+                                                            f"{'float32' if excluded else 'int8'}"})
     onnx.save(graph, str(path))
     return path
 
