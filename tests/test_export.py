@@ -265,7 +265,7 @@ def test_default_model_float32_and_int8_on_real_sentences(default_model_exported
     cosine = (float32 * int8).sum(1) / np.linalg.norm(float32, axis=1) / np.linalg.norm(int8, axis=1)
     assert cosine.min() >= 0.99, cosine.min()
     sizes = {name: (default_model_exported / name).stat().st_size for name in ("onnx/model.onnx", INT8)}
-    assert sizes[INT8] < 0.3 * sizes["onnx/model.onnx"]
+    assert sizes[INT8] < 0.4 * sizes["onnx/model.onnx"]  # the feed-forward outputs stay float32
 
 
 @pytest.mark.integration
