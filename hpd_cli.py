@@ -124,7 +124,8 @@ def export_command(args):
                      progress=lambda message: print(message, file=sys.stderr))
     folder = Path(args.model)
     for relative in written:
-        size = sum(p.stat().st_size for p in (folder / relative, (folder / relative).with_suffix(".bin")) if p.is_file())
+        graph = folder / relative
+        size = sum(p.stat().st_size for p in (graph, graph.with_suffix(".bin")) if p.is_file())
         check = ("float32, checked against the PyTorch model: equal to 1e-4" if relative == written[0] else
                  "int8, checked against the PyTorch model: cosine >= 0.9 on test sentences")
         print(f"Wrote {folder / relative} ({size / 1e6:.1f} MB; {check})")
@@ -226,7 +227,8 @@ def add_backend_flags(parser):
     parser.add_argument("--file-name", help="which exported graph, relative to the model folder (default "
                         "onnx/model.onnx or openvino/openvino_model.xml; e.g. onnx/model_qint8_avx512_vnni.onnx)")
     parser.add_argument("--precision", default="float32",
-                        help=f"{' | '.join(PRECISIONS)}: embedding precision (sentence-transformers' quantize_embeddings): int8/uint8 use the "
+                        help=f"{' | '.join(PRECISIONS)}: embedding precision (sentence-transformers' "
+                        "quantize_embeddings): int8/uint8 use the "
                         "ranges `hpd calibrate` stored with the model; binary/ubinary keep sign bits, 8 per byte")
 
 
@@ -381,14 +383,15 @@ def build_parser():
     export.add_argument("model", help="HPD model folder (convert other models first with hpd convert)")
     export.add_argument("--format", default="onnx", help="onnx (default) or openvino")
     export.add_argument("--quantize", default="none", help="none (float32, default); int8-dynamic (ONNX: int8 "
-                        "weights, activations quantized on the fly) or int8-static (OpenVINO: NNCF, needs --calibration)")
+                        "weights, activations quantized on the fly) or int8-static (OpenVINO: NNCF, needs "
+                        "--calibration)")
     export.add_argument("--target", default="avx512_vnni", help="int8-dynamic settings and file name, as optimum's: "
                         "avx512_vnni (default), avx512, avx2, arm64")
     export.add_argument("--int8-ffn-output", default="float", help="int8-dynamic: keep the feed-forward output "
                         "projections float32 (float, default: closer to float32) or quantize them too (int8: optimum's "
                         "preset exactly, smaller and faster; file name ends in _full)")
-    export.add_argument("--calibration", nargs="+", help="int8-static: sentences like those you will encode (text file, "
-                        "one per line, or any corpus hpd distill reads)")
+    export.add_argument("--calibration", nargs="+", help="int8-static: sentences like those you will encode "
+                        "(text file, one per line, or any corpus hpd distill reads)")
     export.add_argument("--calibration-sentences", type=int, default=300,
                         help="how many calibration sentences int8-static samples (default %(default)s)")
     add_overwrite_flag(export, "exported files in MODEL/onnx or MODEL/openvino")

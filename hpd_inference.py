@@ -168,7 +168,8 @@ class _ExportedEncoder:
         exported_from = self._metadata().get(WEIGHTS_KEY)
         again = f"export it again: hpd export {self.folder} --format {self.backend}."
         if exported_from is None:
-            raise ValueError(f"{self.path} records no weights fingerprint, so it was not written by hpd export; {again}")
+            raise ValueError(f"{self.path} records no weights fingerprint, so it was not written by hpd export; "
+                             f"{again}")
         if exported_from != weights_sha256(self.folder):
             raise ValueError(f"{self.path} was exported from other weights than {self.folder} holds now; {again}")
         self.dim = self.config.get("embedding_dim") or self.config["hidden_size"]

@@ -1,7 +1,8 @@
 """Benchmark: CPU encode throughput, size and embedding bytes of several models, in one run.
 
     ../shared/tools/quiet python benchmarks/encode_speed.py --data ../shared/data/senteval \
-        --model teacher=PATH --model student=PATH --model student-onnx-int8=PATH@onnx:onnx/model_qint8_avx512_vnni.onnx \
+        --model teacher=PATH --model student=PATH \
+        --model student-onnx-int8=PATH@onnx:onnx/model_qint8_avx512_vnni.onnx \
         ... [--sentences 2000] [--rounds 3] [--sts] [--json OUT]
 
 A model is NAME=PATH (PyTorch through SentenceTransformer) or NAME=PATH@onnx[:FILE] / NAME=PATH@openvino[:FILE]
@@ -55,7 +56,8 @@ def timed_pass(encoder, sentences, batch_size):
 def parse_model(spec):
     """NAME=PATH[@BACKEND[:FILE]] -> (name, path, backend, file_name)."""
     if "=" not in spec:
-        raise SystemExit("--model takes NAME=PATH[@onnx|@openvino[:FILE]], e.g. --model teacher=../models/all-mpnet-base-v2")
+        raise SystemExit("--model takes NAME=PATH[@onnx|@openvino[:FILE]], "
+                         "e.g. --model teacher=../models/all-mpnet-base-v2")
     name, path = spec.split("=", 1)
     backend, file_name = "torch", None
     if "@" in path:

@@ -130,7 +130,8 @@ def test_cli_encode_and_eval_with_the_onnx_backend(exported, tmp_path, capsys, s
     scores = {}
     for backend, file_name in (("torch", None), ("onnx", None), ("onnx", INT8)):
         code, out, err = hpd(capsys, "eval", "sts", "--model", exported, "--data", shared_data / "senteval",
-                             "--tasks", "STS-B", "--backend", backend, *(["--file-name", file_name] if file_name else []),
+                             "--tasks", "STS-B", "--backend", backend,
+                             *(["--file-name", file_name] if file_name else []),
                              "--output", tmp_path / "r.json")
         assert code == 0, err
         import json

@@ -117,9 +117,9 @@ def load_results(path, model_folder):
                          f"evaluate this model with `hpd eval sts --model {model_folder} --output ...`.")
     variant = (results.get("backend", "torch"), results.get("precision", "float32"))
     if variant != ("torch", "float32"):
-        raise ValueError(f"{path} scored the model through {variant[0]} at {variant[1]} precision; the card reports the "
-                         f"model itself: evaluate it with `hpd eval sts --model {model_folder} --output ...` (no "
-                         "--backend or --precision).")
+        raise ValueError(f"{path} scored the model through {variant[0]} at {variant[1]} precision; the card "
+                         f"reports the model itself: evaluate it with `hpd eval sts --model {model_folder} --output "
+                         "...` (no --backend or --precision).")
     if not scores or any(task not in (*TASKS, "Avg") for task in scores):
         raise ValueError(f"{path}: unexpected tasks in scores ({', '.join(scores)}).")
     return path, {"protocol": protocol, "scores": scores}
