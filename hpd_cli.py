@@ -160,6 +160,20 @@ def eval_mteb_command(args):
               "this result; run without --data on a machine with the Hub for the leaderboard.")
 
 
+def eval_retrieval_command(args):
+    from eval.retrieval import evaluate_retrieval, format_report
+    from eval.sts import write_results
+
+    results = evaluate_retrieval(model_or_default(args.model), args.data, index_type=args.index,
+                                 precision=args.precision, rescore=args.rescore, ef_search=args.ef_search,
+                                 cache_dir=args.cache_dir, batch_size=args.batch_size,
+                                 trust_remote_code=args.trust_remote_code)
+    print(format_report(results))
+    if args.output:
+        write_results(results, args.output)
+        print(f"Wrote {args.output}")
+
+
 def distill_command(args):
     from training.distill import DistillConfig, distill, load_config_file
 
@@ -272,7 +286,7 @@ def build_parser():
     add_trust_flag(encode)
     encode.set_defaults(run=encode_command)
 
-    evaluate = commands.add_parser("eval", help="evaluate a model on STS (the paper's table) or with MTEB")
+    evaluate = commands.add_parser("eval", help="evaluate a model on STS (the paper's table), retrieval or with MTEB")
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="BENCHMARK")
     sts = eval_commands.add_parser(
         "sts",
@@ -304,13 +318,40 @@ def build_parser():
     mteb.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
                       "default model in releases/)")
     mteb.add_argument("--tasks", default="STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICK-R",
-                      help="comma-separated mteb task names (default: %(default)s)")
-    mteb.add_argument("--data", help="folder of the raw official releases (e.g. ../shared/data/sts-raw)")
+                      help="comma-separated mteb task names: the STS tasks and SciFact (default: %(default)s)")
+    mteb.add_argument("--data", help="folder of the raw official releases (e.g. ../shared/data/sts-raw) or, for "
+                      "SciFact, the folder holding scifact/ in BEIR format (e.g. ../shared/data/retrieval)")
     mteb.add_argument("--output-folder", required=True, help="where mteb's results layout is written")
     mteb.add_argument("--name", help="ORG/NAME for the results and ModelMeta (default: local/<folder> or the Hub id)")
     mteb.add_argument("--batch-size", type=int, default=64)
     add_trust_flag(mteb)
     mteb.set_defaults(run=eval_mteb_command)
+
+    retrieval = eval_commands.add_parser(
+        "retrieval",
+        help="nDCG@10, Recall@100, index size and query speed on a BEIR folder with a faiss index",
+        description="Encode a BEIR folder's corpus (title + text, cached on disk per model and text), index it with "
+        "faiss, run the test queries and report nDCG@10, Recall@100 (trec_eval's), index bytes, corpus "
+        "documents/s, query latency one at a time (encode + search, p50/p95) and batched queries/s.",
+    )
+    retrieval.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the "
+                           "project's default model in releases/)")
+    retrieval.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv "
+                           "(e.g. ../shared/data/retrieval/scifact)")
+    retrieval.add_argument("--index", choices=("flat", "hnsw"), default="flat",
+                           help="flat: exact search; hnsw: approximate graph search (default: %(default)s)")
+    retrieval.add_argument("--precision", choices=("float32", "int8", "binary"), default="float32",
+                           help="how each document vector is stored (default: %(default)s)")
+    retrieval.add_argument("--rescore", type=int, default=0, metavar="N",
+                           help="int8/binary: re-rank the top N (>= 100) by float cosine with the cached float vectors")
+    retrieval.add_argument("--ef-search", type=int, default=256, help="hnsw: candidates kept while searching "
+                           "(more: better recall, slower; default: %(default)s)")
+    retrieval.add_argument("--cache-dir", help="where document vectors are cached (default: $HPD_CACHE/document-vectors, "
+                           "$HPD_CACHE defaulting to ~/.cache/hpd)")
+    retrieval.add_argument("--batch-size", type=int, default=64)
+    retrieval.add_argument("--output", help="write the results JSON here")
+    add_trust_flag(retrieval)
+    retrieval.set_defaults(run=eval_retrieval_command)
 
     distill = commands.add_parser(
         "distill",

