@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 from eval.sts import TASKS
+from hpd_inference import PRECISIONS
 
 # The project's default model: HPD distilled from all-mpnet-base-v2 into 4 layers of all-MiniLM-L6-v2 at 128-d
 # (docs/reproduction.md). It ships with the repository; `hpd encode` and `hpd eval` use it when no model is given.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "releases" / "HPD-MiniLM-L4-F128"
+ENCODE_CHUNK = 8192  # hpd encode encodes and writes this many sentences at a time
 
 
 def model_or_default(model):
@@ -28,7 +30,7 @@ def model_or_default(model):
 def encode_command(args):
     import numpy as np
 
-    from eval.sts import encode_by_length, load_encoder, utf8_error
+    from eval.sts import encode_by_length, load_any_encoder, utf8_error
 
     if bool(args.sentences) == bool(args.input):
         raise ValueError("give the sentences either as arguments or with --input FILE (one per line, - for stdin).")
@@ -46,17 +48,48 @@ def encode_command(args):
         sentences = args.sentences
     if not any(sentence.strip() for sentence in sentences):
         raise ValueError(f"no sentences to encode in {args.input or 'the arguments'}.")
-    encoder = load_encoder(model_or_default(args.model), trust_remote_code=args.trust_remote_code)
-    embeddings = encode_by_length(encoder, sentences, batch_size=args.batch_size,
-                                  show_progress_bar=len(sentences) > args.batch_size)
-    if args.normalize:
-        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    from hpd_inference import check_precision, load_ranges, quantize
+
+    check_precision(args.precision)
+    model = model_or_default(args.model)
+    encoder = load_any_encoder(model, args.backend, args.file_name, trust_remote_code=args.trust_remote_code)
+    ranges = load_ranges(model, normalized=args.normalize) if args.precision in ("int8", "uint8") else None
+    output = None
     if args.output:
-        output = args.output if args.output.endswith(".npy") else f"{args.output}.npy"  # np.save's own rule
-        np.save(output, embeddings)
-        print(f"Wrote {output}: {embeddings.shape[0]} x {embeddings.shape[1]} float32", file=sys.stderr)
-    else:
-        np.savetxt(sys.stdout, embeddings, fmt="%.6f", delimiter=" ")
+        output = Path(args.output if args.output.endswith(".npy") else f"{args.output}.npy")  # np.save's own rule
+        temporary = output.parent / f".{output.name}.{os.getpid()}.tmp.npy"
+    stored = None
+    try:
+        # In chunks, each written as it is done: memory stays flat however long the input is.
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(sentences), desc="Encoding", unit="sent", disable=len(sentences) <= args.batch_size) as bar:
+            for start in range(0, len(sentences), ENCODE_CHUNK):
+                chunk = sentences[start : start + ENCODE_CHUNK]
+                vectors = encode_by_length(encoder, chunk, batch_size=args.batch_size, show_progress_bar=False)
+                if args.normalize:
+                    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+                vectors = quantize(vectors, args.precision, ranges)
+                if output is None:
+                    np.savetxt(sys.stdout, vectors, fmt="%.6f" if args.precision == "float32" else "%d", delimiter=" ")
+                else:
+                    if stored is None:
+                        stored = np.lib.format.open_memmap(temporary, mode="w+", dtype=vectors.dtype,
+                                                           shape=(len(sentences), vectors.shape[1]))
+                    stored[start : start + len(vectors)] = vectors
+                bar.update(len(chunk))
+        if stored is not None:
+            stored.flush()
+            shape, dtype = stored.shape, stored.dtype
+            del stored
+            os.replace(temporary, output)
+    except BaseException:
+        if output is not None and temporary.exists():
+            temporary.unlink()
+        raise
+    if output is not None:
+        packed = " (sign bits, 8 per byte)" if args.precision.endswith("binary") else ""
+        print(f"Wrote {output}: {shape[0]} x {shape[1]} {dtype}{packed}", file=sys.stderr)
 
 
 def convert_command(args):
@@ -72,13 +105,40 @@ def eval_sts_command(args):
 
     results = evaluate_sts(model_or_default(args.model), args.data, protocol=args.protocol, tasks=args.tasks,
                            batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-                           trust_remote_code=args.trust_remote_code)
+                           trust_remote_code=args.trust_remote_code, backend=args.backend, file_name=args.file_name,
+                           precision=args.precision)
     print(format_table(results, compare=args.compare))
     print(f"{results['distinct_sentences']} distinct sentences encoded at {results['sentences_per_s']} sentences/s; "
           f"{results['wall_seconds']} s in all")
     if args.output:
         write_results(results, args.output)
         print(f"Wrote {args.output}")
+
+
+def export_command(args):
+    from training.export import export
+
+    written = export(args.model, format=args.format, quantize=args.quantize, calibration=args.calibration,
+                     target=args.target, overwrite=args.overwrite, calibration_sentences=args.calibration_sentences,
+                     ffn_output=args.int8_ffn_output,
+                     progress=lambda message: print(message, file=sys.stderr))
+    folder = Path(args.model)
+    for relative in written:
+        graph = folder / relative
+        size = sum(p.stat().st_size for p in (graph, graph.with_suffix(".bin")) if p.is_file())
+        check = ("float32, checked against the PyTorch model: equal to 1e-4" if relative == written[0] else
+                 "int8, checked against the PyTorch model: cosine >= 0.9 on test sentences")
+        print(f"Wrote {folder / relative} ({size / 1e6:.1f} MB; {check})")
+    print(f"Use it: hpd encode --model {folder} --backend {args.format}"
+          + (f" --file-name {written[-1]}" if len(written) > 1 else "") + " ...")
+
+
+def calibrate_command(args):
+    from training.export import calibrate
+
+    path = calibrate(args.model, args.corpus, sentences=args.sentences, seed=args.seed, batch_size=args.batch_size,
+                     trust_remote_code=args.trust_remote_code, progress=lambda message: print(message, file=sys.stderr))
+    print(f"Wrote {path}: int8/uint8 ranges for --precision int8|uint8")
 
 
 def eval_mteb_command(args):
@@ -145,7 +205,8 @@ def release_command(args):
         raise ValueError(f"{', '.join(missing)} must be given (or --check DIR to check a release folder).")
     out, reference = build_release(args.model, args.out, args.repo_id, args.results or (), args.mteb_results,
                                    args.license, args.base_model, weights_dtype=args.weights_dtype,
-                                   overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
+                                   overwrite=args.overwrite, trust_remote_code=args.trust_remote_code,
+                                   exports=args.export or ())
     problems = check_release(out, reference)
     refused, pending = submission_status(out)
     if problems or refused:
@@ -172,6 +233,17 @@ def release_command(args):
 def add_trust_flag(parser):
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run Python code shipped with a non-HPD model (HPD models load with the installed code)")
+
+
+def add_backend_flags(parser):
+    parser.add_argument("--backend", default="torch", help="torch (default; any model), onnx or openvino (the graph "
+                        "`hpd export` wrote into an HPD folder)")
+    parser.add_argument("--file-name", help="which exported graph, relative to the model folder (default "
+                        "onnx/model.onnx or openvino/openvino_model.xml; e.g. onnx/model_qint8_avx512_vnni.onnx)")
+    parser.add_argument("--precision", default="float32",
+                        help=f"{' | '.join(PRECISIONS)}: embedding precision (sentence-transformers' "
+                        "quantize_embeddings): int8/uint8 use the "
+                        "ranges `hpd calibrate` stored with the model; binary/ubinary keep sign bits, 8 per byte")
 
 
 def add_overwrite_flag(parser, target):
@@ -210,6 +282,7 @@ def build_parser():
     encode.add_argument("--output", help="write the embeddings here as a .npy array")
     encode.add_argument("--normalize", action="store_true", help="scale each embedding to unit length")
     encode.add_argument("--batch-size", type=int, default=64)
+    add_backend_flags(encode)
     add_trust_flag(encode)
     encode.set_defaults(run=encode_command)
 
@@ -231,6 +304,7 @@ def build_parser():
     sts.add_argument("--max-seq-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
     sts.add_argument("--output", help="write the results JSON here")
     sts.add_argument("--compare", action="store_true", help="add the published HPD and SimCSE rows and the differences")
+    add_backend_flags(sts)
     add_trust_flag(sts)
     sts.set_defaults(run=eval_sts_command)
 
@@ -339,6 +413,47 @@ def build_parser():
     distill.add_argument("--log-steps", type=int, help="training log interval (default 50)")
     distill.set_defaults(run=distill_command)
 
+    export = commands.add_parser(
+        "export",
+        help="export an HPD model as one ONNX or OpenVINO graph (optionally int8) into its folder",
+        description="Export the whole model (encoder, pooling, projection, activation, normalisation) as one graph "
+        "with dynamic batch and sequence length into MODEL/onnx/ or MODEL/openvino/, checked against the PyTorch "
+        "model before it is written. Run it with hpd encode / hpd eval sts --backend onnx|openvino, or from Python "
+        "with hpd_inference.HPDOnnxEncoder / HPDOpenVINOEncoder.",
+    )
+    export.add_argument("model", help="HPD model folder (convert other models first with hpd convert)")
+    export.add_argument("--format", default="onnx", help="onnx (default) or openvino")
+    export.add_argument("--quantize", default="none", help="none (float32, default); int8-dynamic (ONNX: int8 "
+                        "weights, activations quantized on the fly) or int8-static (OpenVINO: NNCF, needs "
+                        "--calibration)")
+    export.add_argument("--target", default="avx512_vnni", help="int8-dynamic settings and file name, as optimum's: "
+                        "avx512_vnni (default), avx512, avx2, arm64")
+    export.add_argument("--int8-ffn-output", default="float", help="int8-dynamic: keep the feed-forward output "
+                        "projections float32 (float, default: closer to float32) or quantize them too (int8: optimum's "
+                        "preset exactly, smaller and faster; file name ends in _full)")
+    export.add_argument("--calibration", nargs="+", help="int8-static: sentences like those you will encode "
+                        "(text file, one per line, or any corpus hpd distill reads)")
+    export.add_argument("--calibration-sentences", type=int, default=300,
+                        help="how many calibration sentences int8-static samples (default %(default)s)")
+    add_overwrite_flag(export, "exported files in MODEL/onnx or MODEL/openvino")
+    export.set_defaults(run=export_command)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="store the int8/uint8 embedding ranges with a model (for --precision int8|uint8)",
+        description="Encode sentences sampled from a corpus and store the per-dimension minimum and maximum of the "
+        "embeddings in MODEL/embedding_ranges.json, so that every later int8/uint8 encoding (queries and "
+        "documents alike) uses the same buckets.",
+    )
+    calibrate.add_argument("model", help="model folder (HPD or sentence-transformers)")
+    calibrate.add_argument("--corpus", nargs="+", required=True,
+                           help="text files (one sentence per line), AllNLI .tsv.gz or WikiExtractor folders")
+    calibrate.add_argument("--sentences", type=int, default=10000, help="sample size (default %(default)s)")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--batch-size", type=int, default=64)
+    add_trust_flag(calibrate)
+    calibrate.set_defaults(run=calibrate_command)
+
     release = commands.add_parser(
         "release",
         help="build, check and optionally push a Hub-ready model folder",
@@ -356,6 +471,8 @@ def build_parser():
     release.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
                          help="how the weights are stored; float16 halves the folder and still computes in float32 "
                          "(default: %(default)s)")
+    release.add_argument("--export", help="also ship exported graphs: onnx (float32 and int8-dynamic), openvino "
+                         "(float32), comma-separated; the card shows how to run them")
     release.add_argument("--push", action="store_true", help="upload to the Hub after the checks pass")
     release.add_argument("--private", action="store_true", help="create the Hub repository as private")
     release.add_argument("--revision", default="main", help="branch to commit to (default: %(default)s)")

@@ -194,11 +194,15 @@ def _score(text, path, number):
     return score
 
 
-def spearman_x100(embeddings1, embeddings2, gold):
-    """Spearman correlation x 100 between the pairs' cosine similarities and the gold scores."""
-    a = embeddings1 / np.linalg.norm(embeddings1, axis=1, keepdims=True).clip(min=1e-12)
-    b = embeddings2 / np.linalg.norm(embeddings2, axis=1, keepdims=True).clip(min=1e-12)
-    cosines = (a * b).sum(axis=1)
+def spearman_x100(embeddings1, embeddings2, gold, similarity=None):
+    """Spearman correlation x 100 between the pairs' cosine similarities (or `similarity(e1, e2)`, row-wise, for
+    quantized vectors) and the gold scores."""
+    if similarity is None:
+        a = embeddings1 / np.linalg.norm(embeddings1, axis=1, keepdims=True).clip(min=1e-12)
+        b = embeddings2 / np.linalg.norm(embeddings2, axis=1, keepdims=True).clip(min=1e-12)
+        cosines = (a * b).sum(axis=1)
+    else:
+        cosines = similarity(embeddings1, embeddings2)
     if np.ptp(cosines) == 0 or np.ptp(gold) == 0:
         raise ValueError("Spearman is undefined: every pair has the same cosine (does the model give every "
                          "sentence the same embedding?) or the same gold score.")
@@ -231,6 +235,25 @@ def load_encoder(model, max_seq_length=None, device=None, trust_remote_code=Fals
         if max_seq_length < 1 or (positions is not None and max_seq_length > positions):
             raise ValueError(f"--max-seq-length {max_seq_length} is outside what {model} can read (1 to "
                              f"{positions} tokens, its max_position_embeddings); choose a length in that range.")
+        encoder.max_seq_length = max_seq_length
+    return encoder
+
+
+def load_any_encoder(model, backend="torch", file_name=None, trust_remote_code=False, max_seq_length=None):
+    """torch: any HPD or sentence-transformers model as a SentenceTransformer; onnx/openvino: the graph that
+    `hpd export` wrote into an HPD folder."""
+    if backend == "torch":
+        if file_name is not None:
+            raise ValueError("--file-name chooses an exported graph: use it with --backend onnx or openvino.")
+        return load_encoder(model, max_seq_length, trust_remote_code=trust_remote_code)
+    from hpd_inference import load_backend
+
+    encoder = load_backend(model, backend, file_name)
+    if max_seq_length is not None:
+        positions = encoder.config.get("max_position_embeddings")
+        if not 1 <= max_seq_length <= positions:
+            raise ValueError(f"--max-seq-length {max_seq_length} is outside what {model} can read (1 to {positions} "
+                             "tokens, its max_position_embeddings); choose a length in that range.")
         encoder.max_seq_length = max_seq_length
     return encoder
 
@@ -268,16 +291,37 @@ def encode_distinct(encoder, sentences, batch_size=64, show_progress_bar=True):
 
 
 def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=64, max_seq_length=None,
-                 show_progress_bar=True, trust_remote_code=False):
-    """Scores `model` on the STS tasks; returns the results dict that `--output` writes."""
+                 show_progress_bar=True, trust_remote_code=False, backend="torch", file_name=None, precision="float32"):
+    """Scores `model` on the STS tasks; returns the results dict that `--output` writes.
+
+    `backend` "onnx"/"openvino" runs the graph `hpd export` wrote (`file_name` picks which); `precision` other than
+    float32 scores the vectors as stored at that precision (hpd_inference.pair_similarity: cosine of the decoded
+    int8/uint8 vectors, 1 - 2 * hamming / dim for binary), int8/uint8 with the ranges `hpd calibrate` stored."""
+    from hpd_inference import check_precision, load_ranges, pair_similarity, quantize
+
     start = time.perf_counter()
+    check_precision(precision)
     pairs = load_pairs(data_dir, protocol, tasks)  # read everything first: a data error costs no encoding
-    encoder = model if not isinstance(model, (str, Path)) else load_encoder(str(model), max_seq_length,
-                                                                            trust_remote_code=trust_remote_code)
+    is_path = isinstance(model, (str, Path))
+    ranges = None
+    if precision in ("int8", "uint8"):
+        if not is_path:
+            raise ValueError(f"{precision} scoring needs the model folder (its calibrated ranges), not a loaded model.")
+        ranges = load_ranges(Path(model).expanduser())
+    if not is_path:
+        encoder = model
+    else:
+        encoder = load_any_encoder(str(model), backend, file_name, trust_remote_code, max_seq_length)
     sentences = [s for subsets in pairs.values() for p in subsets.values() for s in (*p.sentences1, *p.sentences2)]
     encode_start = time.perf_counter()
     vectors = encode_distinct(encoder, sentences, batch_size, show_progress_bar)
     encode_seconds = time.perf_counter() - encode_start
+    dim = len(next(iter(vectors.values())))
+    similarity = None
+    if precision != "float32":
+        distinct = list(vectors)
+        vectors = dict(zip(distinct, quantize(np.stack([vectors[s] for s in distinct]), precision, ranges)))
+        similarity = lambda a, b: pair_similarity(a, b, precision, ranges, dim)  # noqa: E731
 
     details = {}
     for task, subsets in pairs.items():
@@ -285,13 +329,14 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
         for subset, p in subsets.items():
             e1 = np.stack([vectors[s] for s in p.sentences1])
             e2 = np.stack([vectors[s] for s in p.sentences2])
-            per_subset[subset] = {"spearman": round(spearman_x100(e1, e2, p.scores), 4), "pairs": len(p.scores)}
+            per_subset[subset] = {"spearman": round(spearman_x100(e1, e2, p.scores, similarity), 4),
+                                  "pairs": len(p.scores)}
             all_e1.append(e1), all_e2.append(e2), all_gold.extend(p.scores)
         counts = [s["pairs"] for s in per_subset.values()]
         values = [s["spearman"] for s in per_subset.values()]
         details[task] = {
             # SentEval's "all": one Spearman over the year's concatenated subsets (the papers' figure)
-            "spearman": round(spearman_x100(np.concatenate(all_e1), np.concatenate(all_e2), all_gold), 4),
+            "spearman": round(spearman_x100(np.concatenate(all_e1), np.concatenate(all_e2), all_gold, similarity), 4),
             "spearman_mean": round(float(np.mean(values)), 4),
             "spearman_wmean": round(float(np.average(values, weights=counts)), 4),
             "pairs": sum(counts),
@@ -306,11 +351,15 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
         "model": str(model) if isinstance(model, (str, Path)) else type(model).__name__,
         "model_sha256": weights_sha256(Path(model).expanduser()) if local_folder else None,
         "protocol": protocol,
+        "backend": backend,
+        "file_name": file_name,
+        "precision": precision,
+        "bytes_per_embedding": int(next(iter(vectors.values())).nbytes),
         "data": str(data_dir),
         "scores": scores,
         "tasks": details,
         "parameters": sum(p.numel() for p in encoder.parameters()) if hasattr(encoder, "parameters") else None,
-        "embedding_dim": len(next(iter(vectors.values()))),
+        "embedding_dim": dim,
         "distinct_sentences": len(vectors),
         "sentence_occurrences": len(sentences),
         "sentences_per_s": round(len(vectors) / encode_seconds, 1) if encode_seconds > 0 else None,
@@ -326,7 +375,10 @@ def format_table(results, compare=False):
     headings = [COLUMNS.get(t, t) for t in tasks] + ["Avg"]
     ours = [results["scores"][t] for t in tasks] + [results["scores"]["Avg"]]
     name = Path(results["model"]).name or results["model"]
-    rows = [(f"{name} ({results['protocol']})", ours)]
+    variant = [results.get("backend", "torch") if results.get("file_name") is None else
+               f"{results['backend']} {Path(results['file_name']).name}", results.get("precision", "float32")]
+    variant = [v for v in variant if v not in ("torch", "float32")]
+    rows = [(f"{name} ({', '.join([results['protocol'], *variant])})", ours)]
     if compare:
         for published, values in PUBLISHED.items():
             theirs = [values[TASKS.index(t)] for t in tasks]

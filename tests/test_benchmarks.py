@@ -6,6 +6,8 @@ import random
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, WORDS, tiny_model
 from training.convert import save_hpd_folder
 
@@ -43,6 +45,27 @@ def test_encode_speed_benchmark_alternates_models(tmp_path, tokenizer, shared_da
     rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
     assert [len(rows[name]["sentences_per_s_by_round"]) for name in "ab"] == [2, 2]
     assert rows["a"]["speed_vs_a"] == 1.0 and rows["b"]["speed_vs_a"] > 0
+
+
+def test_encode_speed_benchmark_exported_rows(tmp_path, tokenizer, shared_data):
+    """Torch, ONNX float32 and ONNX int8 rows of one tiny model: each exported row has its speed-up over the torch
+    row of the same folder, its file size and its STS average."""
+    pytest.importorskip("onnxruntime", reason="the ONNX runtime is an extra: pip install -e '.[onnx]'")
+    from training.export import export, onnx_int8_file
+
+    save_hpd_folder(tiny_model(seed=1), tokenizer, tmp_path / "m")
+    export(tmp_path / "m", quantize="int8-dynamic", progress=lambda message: None)
+    out = run_benchmark("encode_speed.py", "--data", shared_data / "senteval", "--model", f"torch={tmp_path / 'm'}",
+                        "--model", f"onnx={tmp_path / 'm'}@onnx",
+                        "--model", f"int8={tmp_path / 'm'}@onnx:{onnx_int8_file()}", "--sentences", 40,
+                        "--rounds", 2, "--sts", "--sts-tasks", "STS-B", "--json", tmp_path / "speed.json")
+    assert "| int8 | onnx model_qint8_avx512_vnni.onnx |" in out and "STS avg" in out
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert rows["torch"]["speed_vs_torch_same_weights"] == 1.0
+    assert all(rows[name]["speed_vs_torch_same_weights"] > 0 for name in ("onnx", "int8"))
+    assert rows["int8"]["model_bytes"] == (tmp_path / "m" / onnx_int8_file()).stat().st_size
+    assert rows["torch"]["model_bytes"] == (tmp_path / "m" / "model.safetensors").stat().st_size
+    assert abs(rows["onnx"]["sts"]["STSBenchmark"] - rows["torch"]["sts"]["STSBenchmark"]) < 0.01
 
 
 def test_eval_sts_benchmark(tmp_path, tokenizer, shared_data):

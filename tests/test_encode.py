@@ -53,3 +53,26 @@ def test_error_when_the_default_model_is_missing(monkeypatch, tmp_path, capsys):
     assert hpd_cli.main(["encode", "hello"]) == 1
     error = capsys.readouterr().err
     assert "the default model" in error and "missing" in error and "pass --model" in error
+
+
+def test_long_inputs_are_encoded_and_written_in_chunks(tiny_folder, tmp_path, capsys, monkeypatch):
+    """Memory stays flat: no call sees more than ENCODE_CHUNK sentences, and the rows land where they belong."""
+    import eval.sts
+
+    sentences = [f"the dog runs {'far ' * (i % 7)}number {i}." for i in range(23)]
+    (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n")
+    calls = []
+    real = eval.sts.encode_by_length
+    monkeypatch.setattr(eval.sts, "encode_by_length", lambda encoder, chunk, **kw: calls.append(len(chunk))
+                        or real(encoder, chunk, **kw))
+    monkeypatch.setattr(hpd_cli, "ENCODE_CHUNK", 5)
+    for output in ("e.npy", None):
+        code = hpd_cli.main(["encode", "--model", str(tiny_folder), "--input", str(tmp_path / "in.txt"),
+                             *(["--output", str(tmp_path / output)] if output else [])])
+        assert code == 0
+    assert calls == [5, 5, 5, 5, 3] * 2
+    expected = HPDModel.from_pretrained(tiny_folder).encode(sentences)
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), expected, atol=1e-5)
+    printed = np.array([[float(x) for x in line.split()] for line in capsys.readouterr().out.splitlines()])
+    np.testing.assert_allclose(printed, expected, atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left

@@ -314,6 +314,14 @@ def test_error_for_results_of_another_model(tiny_folder, tmp_path, tokenizer, ca
     assert "was produced by another model" in err and "other-model" in err
 
 
+@pytest.mark.parametrize("variant", [{"backend": "onnx"}, {"precision": "int8"}])
+def test_error_for_results_of_an_exported_graph_or_compact_vectors(tiny_folder, tmp_path, capsys, variant):
+    results = results_for(tiny_folder, tmp_path / "sts.json")
+    results.write_text(json.dumps({**json.loads(results.read_text()), **variant}))
+    err = run_release(capsys, tiny_folder, "--out", tmp_path / "r", "--repo-id", "org/x", "--results", results)
+    assert "the card reports the model itself" in err and not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("repo_id", ["no-slash", "a/b/c", "org/has space", "org/"])
 def test_error_for_a_malformed_repo_id(tiny_folder, tmp_path, capsys, repo_id):
     err = run_release(capsys, tiny_folder, "--out", tmp_path / "r", "--repo-id", repo_id)

@@ -18,6 +18,7 @@ from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from configuration_hpd import POOLING_MODES, HPDConfig
+from hpd_inference import weights_sha256  # noqa: F401 (re-exported: results and releases name weights by it)
 from modeling_hpd import HPDModel
 from training.output_dir import replace_folder
 
@@ -251,20 +252,6 @@ def convert(source, output_dir, to="hpd", overwrite=False, trust_remote_code=Fal
         model, tokenizer = load_hpd(folder, trust_remote_code)
         save(model, tokenizer, scratch)
     return Path(output_dir)
-
-
-def weights_sha256(folder):
-    """SHA-256 over a model folder's weight files (paths and bytes): which model a results file belongs to."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.suffix in (".safetensors", ".bin") and path.is_file():
-            digest.update(str(path.relative_to(folder)).encode())
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_sentence_transformers_folder(folder):

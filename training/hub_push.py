@@ -107,7 +107,8 @@ def files_to_push(folder, ignore_patterns=()):
     """{path in the repo: local path} of what `push_folder(folder, ..., ignore_patterns=...)` uploads."""
     folder = Path(folder)
     files = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*")) if path.is_file()}
-    kept = filter_repo_objects(files, ignore_patterns=[*DEFAULT_IGNORE_PATTERNS, MARKER, *ignore_patterns])
+    kept = filter_repo_objects(files, ignore_patterns=[*DEFAULT_IGNORE_PATTERNS, MARKER, f"*/{MARKER}",
+                                                       *ignore_patterns])
     return {name: files[name] for name in kept}
 
 

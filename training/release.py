@@ -43,15 +43,30 @@ def check_repo_id(repo_id):
         raise ValueError(f"--repo-id {repo_id!r} is not a Hub model id of the form ORG/NAME ({error}).") from None
 
 
+EXPORTS = ("onnx", "openvino")
+
+
+def parse_exports(text):
+    """'onnx,openvino' -> ("onnx", "openvino"); unknown names are an error."""
+    names = tuple(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))
+    unknown = [n for n in names if n not in EXPORTS]
+    if unknown:
+        raise ValueError(f"--export {text!r}: unknown format {', '.join(unknown)}; choose from {', '.join(EXPORTS)} "
+                         "(comma-separated).")
+    return names
+
+
 def build_release(model, out, repo_id, results_files=(), mteb_results=None, license="apache-2.0", base_model=None,
-                  template=TEMPLATE, weights_dtype="float32", overwrite=False, trust_remote_code=False):
+                  template=TEMPLATE, weights_dtype="float32", overwrite=False, trust_remote_code=False, exports=()):
     """Writes the release folder `out` for `model` (HPD or sentence-transformers folder, or Hub id).
 
     Returns (out, the embeddings of the card's examples that both loaders must reproduce). With
     `weights_dtype="float16"` the weights are stored in half precision and still computed in float32.
     `out` is replaced only when complete, and only if empty, missing or an earlier hpd output (or `overwrite`);
-    it may not hold, or lie inside, the model or the results it is built from."""
+    it may not hold, or lie inside, the model or the results it is built from. `exports` ("onnx", "openvino") adds
+    the graphs of `hpd export` (ONNX: float32 and int8-dynamic; OpenVINO: float32), made from the released weights."""
     check_repo_id(repo_id)
+    exports = parse_exports(",".join(exports)) if not isinstance(exports, str) else parse_exports(exports)
     source = resolve(model)
     if not any(any(source.rglob(name)) for name in TOKENIZER_FILES):
         raise FileNotFoundError(f"{source} has no tokenizer (tokenizer.json or vocab.txt); copy the tokenizer files "
@@ -61,6 +76,12 @@ def build_release(model, out, repo_id, results_files=(), mteb_results=None, lice
     with replace_folder(out, overwrite=overwrite, sources=inputs) as folder:  # becomes `out` once complete
         hpd_model, tokenizer = load_hpd(source, trust_remote_code)
         save_hpd_folder(hpd_model, tokenizer, folder, weights_dtype=weights_dtype)
+        exported = []
+        for format in exports:  # from the folder's own weights (float16-rounded with --weights-dtype float16)
+            from training.export import export
+
+            exported += export(folder, format=format, quantize="int8-dynamic" if format == "onnx" else "none",
+                               progress=lambda message: None)
         distill_config = None
         if (source / "distill_config.json").is_file():
             shutil.copy(source / "distill_config.json", folder / "distill_config.json")
@@ -71,7 +92,8 @@ def build_release(model, out, repo_id, results_files=(), mteb_results=None, lice
         if base_model is None:  # the distilled student's base, when it is a Hub id (a local path is no base_model)
             student = (distill_config or {}).get("student") or ""
             base_model = student if student.count("/") == 1 and not Path(student).exists() else None
-        card = render_card(hpd_model, repo_id, [r for _, r in results], distill_config, license, base_model, template)
+        card = render_card(hpd_model, repo_id, [r for _, r in results], distill_config, license, base_model, template,
+                           exported)
         (folder / "README.md").write_text(card, encoding="utf-8")
         if mteb_results is not None:  # after the card: the ModelMeta takes language, licence and base model from it
             prepare_mteb_submission(mteb_results, folder, repo_id, source, template)
@@ -93,6 +115,11 @@ def load_results(path, model_folder):
     if recorded is None or recorded != weights_sha256(model_folder):
         raise ValueError(f"{path} was produced by another model ({results.get('model')}), not {model_folder}: "
                          f"evaluate this model with `hpd eval sts --model {model_folder} --output ...`.")
+    variant = (results.get("backend", "torch"), results.get("precision", "float32"))
+    if variant != ("torch", "float32"):
+        raise ValueError(f"{path} scored the model through {variant[0]} at {variant[1]} precision; the card "
+                         f"reports the model itself: evaluate it with `hpd eval sts --model {model_folder} --output "
+                         "...` (no --backend or --precision).")
     if not scores or any(task not in (*TASKS, "Avg") for task in scores):
         raise ValueError(f"{path}: unexpected tasks in scores ({', '.join(scores)}).")
     return path, {"protocol": protocol, "scores": scores}
@@ -112,7 +139,7 @@ def front_matter(text):
     return yaml.safe_load(header) or {}, body
 
 
-def render_card(model, repo_id, results, distill_config, license, base_model, template=TEMPLATE):
+def render_card(model, repo_id, results, distill_config, license, base_model, template=TEMPLATE, exported=()):
     """README.md: template front matter + license, base_model, model-index; the body rendered by jinja2.
 
     Sections without data (results, training) are left out; nothing is guessed."""
@@ -141,6 +168,8 @@ def render_card(model, repo_id, results, distill_config, license, base_model, te
         base_model=base_model, examples=example_sentences(template),
         results=[{"protocol": r["protocol"], "table": results_table(r, repo_id)} for r in results],
         training=training_rows(distill_config) if distill_config else None,
+        normalize=config.normalize, onnx=[name for name in exported if name.endswith(".onnx")],
+        openvino=[name for name in exported if name.endswith(".xml")],
     )
     return f"---\n{card_data.to_yaml()}\n---\n{text}"
 
@@ -565,12 +594,39 @@ def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE, trust_re
             reference = modeling_hpd.HPDModel.from_pretrained(folder).encode(sentences)
         except Exception as error:  # damaged weights, weights that do not fit config.json, NaN...
             return [*problems, " ".join(str(load_error(folder, error)).split()).rstrip(".")]
+    problems += _check_exported_graphs(folder, sentences, reference)
     for loader, embeddings in load_in_fresh_process(folder, sentences).items():
         if isinstance(embeddings, str):
             problems.append(f"{loader} cannot load the folder: {embeddings}")
         elif embeddings.shape != np.shape(reference) or np.abs(embeddings - reference).max() > atol:
             gap = np.abs(embeddings - reference).max() if embeddings.shape == np.shape(reference) else "shape"
             problems.append(f"{loader} gives other embeddings than the source model (max difference {gap})")
+    return problems
+
+
+def _check_exported_graphs(folder, sentences, reference):
+    """Every ONNX / OpenVINO graph in the folder loads and gives the model's embeddings (float32: <= 1e-4; int8:
+    cosine >= 0.95 on the card's examples)."""
+    from hpd_inference import BACKENDS
+
+    problems = []
+    graphs = [("onnx", p) for p in sorted(folder.glob("onnx/*.onnx"))] + \
+             [("openvino", p) for p in sorted(folder.glob("openvino/*.xml"))]
+    for backend, path in graphs:
+        name = path.relative_to(folder).as_posix()
+        try:
+            embeddings = BACKENDS[backend](folder, file_name=name).encode(sentences)
+        except (ValueError, OSError) as error:
+            problems.append(f"{name}: {' '.join(str(error).split()).rstrip('.')}")
+            continue
+        if "int8" in name:
+            cosine = (embeddings * reference).sum(1) / np.linalg.norm(embeddings, axis=1) / np.linalg.norm(
+                reference, axis=1)
+            if cosine.min() < 0.95:
+                problems.append(f"{name} gives embeddings with cosine {cosine.min():.3f} to the model's")
+        elif np.abs(embeddings - reference).max() > 1e-4:
+            problems.append(f"{name} gives other embeddings than the model (max difference "
+                            f"{np.abs(embeddings - reference).max():.2g}); export it again")
     return problems
 
 
