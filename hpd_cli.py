@@ -167,7 +167,8 @@ def eval_retrieval_command(args):
     results = evaluate_retrieval(model_or_default(args.model), args.data, index_type=args.index,
                                  precision=args.precision, rescore=args.rescore, ef_search=args.ef_search,
                                  cache_dir=args.cache_dir, batch_size=args.batch_size,
-                                 trust_remote_code=args.trust_remote_code)
+                                 trust_remote_code=args.trust_remote_code, backend=args.backend,
+                                 file_name=args.file_name)
     print(format_report(results))
     if args.output:
         write_results(results, args.output)
@@ -235,11 +236,13 @@ def add_trust_flag(parser):
                         help="run Python code shipped with a non-HPD model (HPD models load with the installed code)")
 
 
-def add_backend_flags(parser):
+def add_backend_flags(parser, precision=True):
     parser.add_argument("--backend", default="torch", help="torch (default; any model), onnx or openvino (the graph "
                         "`hpd export` wrote into an HPD folder)")
     parser.add_argument("--file-name", help="which exported graph, relative to the model folder (default "
                         "onnx/model.onnx or openvino/openvino_model.xml; e.g. onnx/model_qint8_avx512_vnni.onnx)")
+    if not precision:  # hpd eval retrieval: --precision is how the index stores vectors, an option of its own
+        return
     parser.add_argument("--precision", default="float32",
                         help=f"{' | '.join(PRECISIONS)}: embedding precision (sentence-transformers' "
                         "quantize_embeddings): int8/uint8 use the "
@@ -350,6 +353,7 @@ def build_parser():
                            "$HPD_CACHE defaulting to ~/.cache/hpd)")
     retrieval.add_argument("--batch-size", type=int, default=64)
     retrieval.add_argument("--output", help="write the results JSON here")
+    add_backend_flags(retrieval, precision=False)
     add_trust_flag(retrieval)
     retrieval.set_defaults(run=eval_retrieval_command)
 

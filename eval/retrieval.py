@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eval.sts import encode_by_length, load_encoder, read_utf8
+from eval.sts import encode_by_length, load_any_encoder, read_utf8
 
 RETRIEVAL_TASKS = {"SciFact": "scifact"}  # mteb task name -> its BEIR folder name under `hpd eval mteb --data`
 INDEX_TYPES = ("flat", "hnsw")
@@ -142,10 +142,13 @@ def retrieval_scores(run, qrels):
 
 def encoder_fingerprint(encoder):
     """SHA-256 of what decides a SentenceTransformer's vectors: its weights (as loaded), its modules and their
-    settings, its model config and its tokenizer. Equal fingerprints give equal vectors for equal text."""
+    settings, its model config and its tokenizer. Equal fingerprints give equal vectors for equal text.
+    An exported graph (hpd_inference) is fingerprinted by its files, config, tokenizer and length instead."""
     import torch
 
     digest = hashlib.sha256()
+    if not hasattr(encoder, "state_dict"):
+        return exported_fingerprint(encoder)
     for name, tensor in sorted(encoder.state_dict().items()):
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
@@ -161,6 +164,23 @@ def encoder_fingerprint(encoder):
         "tokenizer": _tokenizer_settings(backend) if backend is not None
         else sorted((tokenizer.get_vocab() if tokenizer else {}).items()),
     }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def exported_fingerprint(encoder):
+    """The graph files' bytes (an OpenVINO .xml and its .bin), the HPD config, the tokenizer and the length."""
+    digest = hashlib.sha256()
+    for path in sorted({encoder.path, encoder.path.with_suffix(".bin")}):
+        if path.is_file():
+            digest.update(path.name.encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    settings = {"encoder": type(encoder).__name__, "max_seq_length": encoder.max_seq_length,
+                "config": {k: v for k, v in encoder.config.items() if not k.startswith("_")
+                           and k != "transformers_version"},
+                "tokenizer": _tokenizer_settings(encoder.tokenizer.backend_tokenizer)}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
@@ -319,9 +339,11 @@ def check_index_options(index_type, precision, rescore):
 
 
 def evaluate_retrieval(model, data_dir, index_type="flat", precision="float32", rescore=0, ef_search=DEFAULT_EF_SEARCH,
-                       cache_dir=None, batch_size=64, split="test", show_progress_bar=True, trust_remote_code=False):
-    """Scores `model` (a folder or Hub id, or a loaded SentenceTransformer) on a BEIR folder; returns the results
-    dict that `hpd eval retrieval --output` writes (scores x 100)."""
+                       cache_dir=None, batch_size=64, split="test", show_progress_bar=True, trust_remote_code=False,
+                       backend="torch", file_name=None):
+    """Scores `model` (a folder or Hub id, or a loaded encoder) on a BEIR folder; returns the results dict that
+    `hpd eval retrieval --output` writes (scores x 100). `backend` onnx/openvino runs the graph `hpd export` wrote
+    into an HPD folder (`file_name` picks which)."""
     start = time.perf_counter()
     check_index_options(index_type, precision, rescore)
     try:
@@ -331,7 +353,8 @@ def evaluate_retrieval(model, data_dir, index_type="flat", precision="float32", 
         raise ValueError(f"hpd eval retrieval needs faiss-cpu and pytrec-eval-terrier ({error}): pip install "
                          "'hpd-toolkit[retrieval]'") from None
     data = load_beir(data_dir, split)  # read and check the data before the model costs anything
-    encoder = model if not isinstance(model, (str, Path)) else load_encoder(str(model), trust_remote_code=trust_remote_code)
+    encoder = model if not isinstance(model, (str, Path)) else load_any_encoder(
+        str(model), backend, file_name, trust_remote_code=trust_remote_code)
     fingerprint = encoder_fingerprint(encoder)
     doc_vectors, encoding = cached_document_vectors(encoder, document_texts(data), cache_dir, batch_size,
                                                     show_progress_bar, fingerprint=fingerprint)
@@ -360,13 +383,14 @@ def evaluate_retrieval(model, data_dir, index_type="flat", precision="float32", 
         end = time.perf_counter()
         end_to_end.append(end - query_start), search_only.append(end - search_start)
 
-    from training.convert import weights_sha256
+    from hpd_inference import weights_sha256
 
     local_folder = isinstance(model, (str, Path)) and Path(model).expanduser().is_dir()
     return {
         "model": str(model) if isinstance(model, (str, Path)) else type(model).__name__,
         "model_sha256": weights_sha256(Path(model).expanduser()) if local_folder else None,
         "model_fingerprint": fingerprint,
+        "backend": backend, "file_name": getattr(encoder, "file_name", None),
         "data": str(data.folder), "split": split,
         "documents": len(data.doc_ids), "queries": len(data.query_ids),
         "judgements": sum(len(judged) for judged in data.qrels.values()),

@@ -298,6 +298,32 @@ def test_a_sentence_transformers_folder_works_too(tmp_path, tiny_hpd):
     assert theirs["scores"] == ours["scores"] and theirs["embedding_dim"] == 16
 
 
+def test_an_exported_onnx_graph_scores_as_pytorch_and_has_a_cache_entry_of_its_own(tmp_path, tiny_hpd, capsys):
+    pytest.importorskip("onnxruntime", reason="the ONNX runtime is an extra: pip install -e '.[onnx]'")
+    import hpd_cli
+    from eval.retrieval import evaluate_retrieval
+
+    assert hpd_cli.main(["export", str(tiny_hpd), "--quantize", "int8-dynamic"]) == 0
+    data, cache = write_beir(tmp_path / "beir"), tmp_path / "cache"
+    torch_run = evaluate_retrieval(str(tiny_hpd), data, cache_dir=cache, show_progress_bar=False)
+    onnx_run = evaluate_retrieval(str(tiny_hpd), data, cache_dir=cache, show_progress_bar=False, backend="onnx")
+    # the float32 graph equals PyTorch to 1e-4, so the rankings and scores agree; the graph is encoded anew
+    assert onnx_run["scores"] == torch_run["scores"] and onnx_run["corpus_encoding"]["cached"] is False
+    assert onnx_run["model_fingerprint"] != torch_run["model_fingerprint"]
+    assert (onnx_run["backend"], onnx_run["file_name"]) == ("onnx", "onnx/model.onnx")
+    assert evaluate_retrieval(str(tiny_hpd), data, cache_dir=cache, show_progress_bar=False,
+                              backend="onnx")["corpus_encoding"]["cached"] is True
+    int8_file = "onnx/model_qint8_avx512_vnni.onnx"
+    assert hpd_cli.main(["eval", "retrieval", "--model", str(tiny_hpd), "--data", str(data), "--cache-dir", str(cache),
+                         "--backend", "onnx", "--file-name", int8_file, "--output", str(tmp_path / "int8.json")]) == 0
+    int8 = json.loads((tmp_path / "int8.json").read_text())
+    assert int8["file_name"] == int8_file and int8["model_fingerprint"] != onnx_run["model_fingerprint"]
+    capsys.readouterr()
+    assert hpd_cli.main(["eval", "retrieval", "--model", str(tiny_hpd), "--data", str(data), "--backend", "openvino",
+                         "--file-name", "openvino/missing.xml"]) != 0
+    assert "export the model first" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("damage, message", [
     ("no-qrels", "qrels/test.tsv: missing, so there are no relevance judgements for the test split"),
     ("unknown-document", "qrels/test.tsv:3: corpus-id 'd999' is not in corpus.jsonl"),
