@@ -425,9 +425,9 @@ def test_card_and_model_index_list_each_trained_size(tmp_path, tokenizer, capsys
     assert code == 0, capsys.readouterr().err
     out = tmp_path / "release"
     card = ModelCard.load(out / "README.md")
-    parsed = {e.dataset_name: e.metric_value for e in card.data.eval_results}
-    assert parsed == {**{f"{t} (senteval protocol, 12 dimensions)": v for t, v in SCORES.items() if t != "Avg"},
-                      **{f"{t} (senteval protocol, 6 dimensions)": v for t, v in smaller.items() if t != "Avg"}}
+    parsed = {(e.dataset_name, e.metric_name): e.metric_value for e in card.data.eval_results}
+    assert parsed == {(f"{t} (senteval protocol)", f"Spearman (cosine) x 100, senteval protocol, first {k} dimensions"): v
+                      for k, scores in ((12, SCORES), (6, smaller)) for t, v in scores.items() if t != "Avg"}
     text = card.text
     assert "| **tiny-mrl**, first 12 dimensions | 70.10 |" in text and "| **tiny-mrl**, first 6 dimensions | 68.10 |" in text
     assert text.count("## Results: STS, senteval protocol") == 1  # one table, a row per size

@@ -137,10 +137,11 @@ def matryoshka_dims(folder):
     return json.loads(config.read_text(encoding="utf-8")).get("matryoshka_dims") if config.is_file() else None
 
 
-def result_label(task, result, matryoshka):
-    """A score's model-index dataset name; a Matryoshka model has one entry per size, so its names carry the size."""
-    size = f", {result['embedding_dim']} dimensions" if matryoshka else ""
-    return f"{task} ({result['protocol']} protocol{size})"
+def result_labels(task, result, matryoshka):
+    """(dataset name, metric name) of a score in the model-index. A Matryoshka model's dataset entry holds a metric
+    per size, named by its size (the Hub groups entries by dataset, whatever their names)."""
+    size = f", first {result['embedding_dim']} dimensions" if matryoshka else ""
+    return f"{task} ({result['protocol']} protocol)", f"Spearman (cosine) x 100, {result['protocol']} protocol{size}"
 
 
 def example_sentences(template=TEMPLATE):
@@ -168,11 +169,10 @@ def render_card(model, repo_id, results, distill_config, license, base_model, te
     matryoshka = model.config.matryoshka_dims
     eval_results = [
         EvalResult(task_type="STS", task_name="Semantic Textual Similarity", dataset_type=MTEB_DATASETS[task],
-                   dataset_name=result_label(task, result, matryoshka), dataset_split="test",
-                   metric_type="cosine_spearman", metric_value=score,
-                   metric_name=f"Spearman (cosine) x 100, {result['protocol']} protocol"
-                               + (f", first {result['embedding_dim']} dimensions" if matryoshka else ""))
+                   dataset_name=dataset_name, dataset_split="test", metric_type="cosine_spearman", metric_value=score,
+                   metric_name=metric_name)
         for result in results for task, score in result["scores"].items() if task != "Avg"
+        for dataset_name, metric_name in [result_labels(task, result, matryoshka)]
     ]
     card_data = ModelCardData(**metadata, license=license, base_model=base_model, model_name=repo_id,
                               eval_results=eval_results or None)
@@ -600,9 +600,9 @@ def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE, trust_re
     try:
         card = ModelCard(card_text)  # huggingface_hub's own parser, model-index included
         matryoshka = matryoshka_dims(folder)
-        expected = [(result_label(t, r, matryoshka), v) for r in _folder_results(folder)
+        expected = [(*result_labels(t, r, matryoshka), v) for r in _folder_results(folder)
                     for t, v in r["scores"].items() if t != "Avg"]
-        found = [(e.dataset_name, e.metric_value) for e in (card.data.eval_results or [])]
+        found = [(e.dataset_name, e.metric_name, e.metric_value) for e in (card.data.eval_results or [])]
         if sorted(found) != sorted(expected):
             problems.append(f"model-index holds {found} but the results files say {expected}")
         for key in ("license", "pipeline_tag", "library_name"):
