@@ -7,6 +7,7 @@ prints it as one line (set HPD_DEBUG=1 for the traceback).
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from eval.sts import TASKS
@@ -30,7 +31,7 @@ def model_or_default(model):
 def encode_command(args):
     import numpy as np
 
-    from eval.sts import encode_by_length, load_any_encoder, utf8_error
+    from eval.sts import check_truncation, encode_by_length, load_any_encoder, utf8_error
 
     if bool(args.sentences) == bool(args.input):
         raise ValueError("give the sentences either as arguments or with --input FILE (one per line, - for stdin).")
@@ -53,7 +54,9 @@ def encode_command(args):
     check_precision(args.precision)
     model = model_or_default(args.model)
     encoder = load_any_encoder(model, args.backend, args.file_name, trust_remote_code=args.trust_remote_code)
-    ranges = load_ranges(model, normalized=args.normalize) if args.precision in ("int8", "uint8") else None
+    if args.dim is not None:
+        check_truncation(encoder, args.dim)
+    ranges = load_ranges(model, normalized=args.normalize, dim=args.dim) if args.precision in ("int8", "uint8") else None
     output = None
     if args.output:
         output = Path(args.output if args.output.endswith(".npy") else f"{args.output}.npy")  # np.save's own rule
@@ -67,6 +70,8 @@ def encode_command(args):
             for start in range(0, len(sentences), ENCODE_CHUNK):
                 chunk = sentences[start : start + ENCODE_CHUNK]
                 vectors = encode_by_length(encoder, chunk, batch_size=args.batch_size, show_progress_bar=False)
+                if args.dim is not None:  # truncate first, then normalise, as sentence-transformers does
+                    vectors = np.ascontiguousarray(vectors[:, : args.dim])
                 if args.normalize:
                     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
                 vectors = quantize(vectors, args.precision, ranges)
@@ -106,7 +111,7 @@ def eval_sts_command(args):
     results = evaluate_sts(model_or_default(args.model), args.data, protocol=args.protocol, tasks=args.tasks,
                            batch_size=args.batch_size, max_seq_length=args.max_seq_length,
                            trust_remote_code=args.trust_remote_code, backend=args.backend, file_name=args.file_name,
-                           precision=args.precision)
+                           precision=args.precision, truncate_dim=args.dim)
     print(format_table(results, compare=args.compare))
     print(f"{results['distinct_sentences']} distinct sentences encoded at {results['sentences_per_s']} sentences/s; "
           f"{results['wall_seconds']} s in all")
@@ -283,7 +288,9 @@ def build_parser():
     encode.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
                         "default model in releases/)")
     encode.add_argument("--output", help="write the embeddings here as a .npy array")
-    encode.add_argument("--normalize", action="store_true", help="scale each embedding to unit length")
+    encode.add_argument("--normalize", action="store_true", help="scale each embedding to unit length (after --dim)")
+    encode.add_argument("--dim", type=int, help="keep the first DIM coordinates of each embedding (a size the model "
+                        "was trained for: config.json's matryoshka_dims; others warn)")
     encode.add_argument("--batch-size", type=int, default=64)
     add_backend_flags(encode)
     add_trust_flag(encode)
@@ -305,6 +312,8 @@ def build_parser():
     sts.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of %(default)s")
     sts.add_argument("--batch-size", type=int, default=64)
     sts.add_argument("--max-seq-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
+    sts.add_argument("--dim", type=int, help="score the first DIM coordinates of each embedding (a size the model "
+                     "was trained for: config.json's matryoshka_dims; others warn)")
     sts.add_argument("--output", help="write the results JSON here")
     sts.add_argument("--compare", action="store_true", help="add the published HPD and SimCSE rows and the differences")
     add_backend_flags(sts)
@@ -373,6 +382,10 @@ def build_parser():
     distill.add_argument("--corpus", nargs="+", help="text files (.txt[.gz]), AllNLI .tsv.gz or WikiExtractor folders")
     distill.add_argument("--output", help="HPD folder to write")
     distill.add_argument("--dim", type=int, help="embedding dimension d (default 128)")
+    distill.add_argument("--matryoshka-dims", help="also train the output's prefixes as embeddings of their own, e.g. "
+                         "128,64,32 (--dim first, descending): the loss is the weighted sum of each prefix's MSE")
+    distill.add_argument("--matryoshka-weights", help="each --matryoshka-dims size's weight in the loss, e.g. 1,1,1 "
+                         "(default 1 each)")
     distill.add_argument("--layers", help="student layers to keep, e.g. 0,2,4 (default: all)")
     distill.add_argument("--max-sentences", type=int, help="use at most this many training sentences")
     distill.add_argument("--pca-sentences", type=int, help="teacher vectors the PCA is fitted on (default 100000)")
@@ -490,6 +503,17 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from configuration_hpd import TruncationWarning
+
+    shown = warnings.showwarning
+
+    def one_line(message, category, *rest):  # the toolkit's own warnings read like its errors
+        if issubclass(category, TruncationWarning):
+            print(f"hpd {args.command}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest)
+
+    warnings.showwarning = one_line
     try:
         # The command shows its own progress; transformers' per-load bars and reports are noise here.
         import transformers
@@ -510,6 +534,8 @@ def main(argv=None):
         resume = "; run the same command again to resume" if args.command == "distill" else ""
         print(f"hpd {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
     return 0
 
 

@@ -78,8 +78,9 @@ def check_precision(precision):
     return precision
 
 
-def load_ranges(folder, normalized=False):
-    """The `(2, dim)` int8/uint8 ranges (per-dimension minimum and maximum) calibrated for the model in `folder`."""
+def load_ranges(folder, normalized=False, dim=None):
+    """The `(2, dim)` int8/uint8 ranges (per-dimension minimum and maximum) calibrated for the model in `folder`;
+    with `dim`, those of the first `dim` coordinates (embeddings truncated to a Matryoshka size)."""
     folder = Path(folder).expanduser()
     path = folder / RANGES_FILE
     if not path.is_file():
@@ -96,6 +97,12 @@ def load_ranges(folder, normalized=False):
     if stored.get("model_sha256") != weights_sha256(folder):
         raise ValueError(f"{path} was calibrated on other weights than {folder} holds now; run hpd calibrate {folder} "
                          "--corpus FILE again.")
+    if dim is not None and dim < ranges.shape[1]:
+        if normalized:  # a truncated vector normalised again has other ranges than the prefix of a unit vector
+            raise ValueError(f"{path} holds the ranges of unit vectors of all {ranges.shape[1]} dimensions, not of "
+                             f"vectors cut to {dim} and then normalised; drop --normalize (cosine scores are the same) "
+                             "or use --precision binary.")
+        ranges = ranges[:, :dim]
     return ranges
 
 

@@ -258,6 +258,25 @@ def load_any_encoder(model, backend="torch", file_name=None, trust_remote_code=F
     return encoder
 
 
+def check_truncation(encoder, dim, output_dim=None, name="--dim"):
+    """Refuses a `dim` the encoder's embeddings cannot be cut to (0, negative, above its output size) and warns
+    (TruncationWarning) when its model was not trained for it: an HPD config.json's `matryoshka_dims`.
+    `output_dim` defaults to what the encoder reports."""
+    import warnings
+
+    from configuration_hpd import TruncationWarning, truncation_warning
+
+    if output_dim is None:
+        output_dim = encoder.get_embedding_dimension()
+    config = getattr(encoder, "config", None)  # an exported graph's encoder holds config.json as a dict
+    if not isinstance(config, dict):  # a SentenceTransformer: its first module's model (HPDModel for HPD folders)
+        model = getattr(encoder[0], "auto_model", None) if hasattr(encoder, "__getitem__") else None
+        config = vars(getattr(model, "config", None) or object())
+    warning = truncation_warning(dim, output_dim, config.get("matryoshka_dims"), name)
+    if warning:
+        warnings.warn(warning, TruncationWarning, stacklevel=2)
+
+
 def encode_by_length(encoder, sentences, batch_size=64, show_progress_bar=True):
     """Embeddings of `sentences` (float32, input order), encoded in groups of equal token count.
 
@@ -291,8 +310,12 @@ def encode_distinct(encoder, sentences, batch_size=64, show_progress_bar=True):
 
 
 def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=64, max_seq_length=None,
-                 show_progress_bar=True, trust_remote_code=False, backend="torch", file_name=None, precision="float32"):
+                 show_progress_bar=True, trust_remote_code=False, backend="torch", file_name=None, precision="float32",
+                 truncate_dim=None):
     """Scores `model` on the STS tasks; returns the results dict that `--output` writes.
+
+    `truncate_dim` scores the first k coordinates of each embedding (a Matryoshka model's smaller size;
+    `check_truncation` says which sizes are refused or warned about).
 
     `backend` "onnx"/"openvino" runs the graph `hpd export` wrote (`file_name` picks which); `precision` other than
     float32 scores the vectors as stored at that precision (hpd_inference.pair_similarity: cosine of the decoded
@@ -307,15 +330,21 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
     if precision in ("int8", "uint8"):
         if not is_path:
             raise ValueError(f"{precision} scoring needs the model folder (its calibrated ranges), not a loaded model.")
-        ranges = load_ranges(Path(model).expanduser())
+        ranges = load_ranges(Path(model).expanduser(), dim=truncate_dim)
     if not is_path:
         encoder = model
     else:
         encoder = load_any_encoder(str(model), backend, file_name, trust_remote_code, max_seq_length)
+    if truncate_dim is not None and hasattr(encoder, "get_embedding_dimension"):
+        check_truncation(encoder, truncate_dim)  # before the encoding
     sentences = [s for subsets in pairs.values() for p in subsets.values() for s in (*p.sentences1, *p.sentences2)]
     encode_start = time.perf_counter()
     vectors = encode_distinct(encoder, sentences, batch_size, show_progress_bar)
     encode_seconds = time.perf_counter() - encode_start
+    if truncate_dim is not None:
+        if not hasattr(encoder, "get_embedding_dimension"):  # any object with encode(): its output tells the size
+            check_truncation(encoder, truncate_dim, len(next(iter(vectors.values()))))
+        vectors = {sentence: vector[:truncate_dim] for sentence, vector in vectors.items()}
     dim = len(next(iter(vectors.values())))
     similarity = None
     if precision != "float32":
@@ -360,6 +389,7 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
         "tasks": details,
         "parameters": sum(p.numel() for p in encoder.parameters()) if hasattr(encoder, "parameters") else None,
         "embedding_dim": dim,
+        "truncate_dim": truncate_dim,  # None: the model's whole output
         "distinct_sentences": len(vectors),
         "sentence_occurrences": len(sentences),
         "sentences_per_s": round(len(vectors) / encode_seconds, 1) if encode_seconds > 0 else None,
@@ -378,6 +408,8 @@ def format_table(results, compare=False):
     variant = [results.get("backend", "torch") if results.get("file_name") is None else
                f"{results['backend']} {Path(results['file_name']).name}", results.get("precision", "float32")]
     variant = [v for v in variant if v not in ("torch", "float32")]
+    if results.get("truncate_dim") is not None:
+        variant.append(f"first {results['truncate_dim']} dimensions")
     rows = [(f"{name} ({', '.join([results['protocol'], *variant])})", ours)]
     if compare:
         for published, values in PUBLISHED.items():

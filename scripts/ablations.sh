@@ -7,7 +7,8 @@
 #
 #     bash scripts/ablations.sh [DATA] [WORK]     # WORK: the work dir (default ../hpd-work/wiki, outside the clone)
 #
-# The first part ran for the table in docs/reproduction.md; the second part lists the next ablations, not yet run.
+# The first part ran for the table in docs/reproduction.md; MATRYOSHKA=1 adds the runs of the Matryoshka table
+# (issue 15: not yet run); ALL=1 the next ablations, not yet run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
@@ -30,6 +31,33 @@ run lr-3e-4 --teacher $MINILM --lr 3e-4   # on the teacher set that won (two tea
 run pca-centered --teacher $MINILM --projection pca-centered   # a tie: uncentred kept
 python scripts/ablation_table.py ref="$OUT/ref" two-teachers="$OUT/two-teachers" lr-3e-4="$OUT/lr-3e-4" \
     pca-centered="$OUT/pca-centered"
+
+if [ "${MATRYOSHKA:-0}" = 1 ]; then  # issue 15's table (MATRYOSHKA=1 bash scripts/ablations.sh): at 128, 64 and 32
+    # dimensions, the Matryoshka student, the same student trained without it (two-teachers, above) and truncated,
+    # a run dedicated to that size, and the ceiling: a perfect copy of the target's first k coordinates.
+    run matryoshka --teacher $MINILM --matryoshka-dims 128,64,32
+    run two-teachers-d64 --teacher $MINILM --dim 64
+    run two-teachers-d32 --teacher $MINILM --dim 32
+    mkdir -p "$OUT/results"
+    for k in 128 64 32; do
+        for name in matryoshka two-teachers; do  # two-teachers at 64 and 32 warns: it was not trained for them
+            hpd eval sts --model "$OUT/$name" --dim $k --data "$DATA/senteval" --output "$OUT/results/$name-d$k.json"
+        done
+    done
+    for k in 64 32; do
+        hpd eval sts --model "$OUT/two-teachers-d$k" --data "$DATA/senteval" --output "$OUT/results/dedicated-d$k.json"
+    done
+    python scripts/pca_ceiling.py --work-dir "$WORK" --teacher $MPNET --teacher $MINILM --pca-sentences 50000 \
+        --dim 128,64,32 --data "$DATA/senteval" --output "$OUT/results/ceiling"
+    python scripts/ablation_table.py matryoshka="$OUT/matryoshka" two-teachers="$OUT/two-teachers" \
+        two-teachers-d64="$OUT/two-teachers-d64" two-teachers-d32="$OUT/two-teachers-d32"
+    python - "$OUT"/results/*-d*.json <<'PY'  # the STS averages of the table, one line per file
+import json, sys
+for path in sys.argv[1:]:
+    results = json.load(open(path))
+    print(f"{path}: {results['embedding_dim']} dimensions, STS Avg {results['scores']['Avg']:.2f}")
+PY
+fi
 
 if [ "${ALL:-0}" = 1 ]; then  # the next ablations: ALL=1 bash scripts/ablations.sh
     run random-head --head-init random

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from configuration_hpd import HPDConfig
@@ -29,6 +31,12 @@ def test_projection_dim_without_projection_is_the_hidden_size():
         ("normalize", 1, "true or false"),
         ("max_seq_length", 0, "from 1 to max_position_embeddings"),
         ("max_seq_length", 513, "from 1 to max_position_embeddings (512)"),
+        ("matryoshka_dims", [64, 128], "distinct positive integers, largest first"),
+        ("matryoshka_dims", [128, 64, 64], "distinct positive integers, largest first"),
+        ("matryoshka_dims", [256, 128], "none above the embedding size 128"),
+        ("matryoshka_dims", [128, 0], "distinct positive integers"),
+        ("matryoshka_dims", [], "distinct positive integers"),
+        ("matryoshka_dims", "128,64", "distinct positive integers"),
     ],
 )
 def test_invalid_head_values_name_the_field_and_what_is_allowed(field, value, allowed):
@@ -44,6 +52,20 @@ def test_config_round_trip_keeps_every_head_field(tmp_path):
     loaded = HPDConfig.from_pretrained(tmp_path)
     for field in ("pooling", "embedding_dim", "projection_activation", "projection_bias", "normalize", "max_seq_length"):
         assert getattr(loaded, field) == getattr(config, field)
+
+
+def test_matryoshka_dims_are_recorded_and_configs_without_them_still_load(tmp_path):
+    HPDConfig(embedding_dim=64, matryoshka_dims=(64, 32, 16)).save_pretrained(tmp_path / "matryoshka")
+    assert json.loads((tmp_path / "matryoshka" / "config.json").read_text())["matryoshka_dims"] == [64, 32, 16]
+    assert HPDConfig.from_pretrained(tmp_path / "matryoshka").matryoshka_dims == [64, 32, 16]
+
+    HPDConfig(embedding_dim=64).save_pretrained(tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["matryoshka_dims"] is None
+    # the default model's config.json was written before the key existed
+    from hpd_cli import DEFAULT_MODEL
+
+    assert "matryoshka_dims" not in json.loads((DEFAULT_MODEL / "config.json").read_text())
+    assert HPDConfig.from_pretrained(DEFAULT_MODEL).matryoshka_dims is None
 
 
 def test_tinybert_shaped_model_has_the_published_parameter_count():

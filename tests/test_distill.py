@@ -122,11 +122,14 @@ def test_resume_after_a_kill_in_teacher_encoding(models, tmp_path, monkeypatch):
     np.testing.assert_array_equal(store.rows(np.arange(len(sentences))), expected)  # none lost, none twice
 
 
-def test_resume_after_a_kill_in_training_continues_from_the_checkpoint(models, tmp_path, monkeypatch, capsys):
-    reference = config_for(models, tmp_path / "a")
+@pytest.mark.parametrize("matryoshka", [{}, {"matryoshka_dims": [8, 4, 2], "matryoshka_weights": [1, 0.5, 2]}],
+                         ids=["plain", "matryoshka"])
+def test_resume_after_a_kill_in_training_continues_from_the_checkpoint(models, tmp_path, monkeypatch, capsys,
+                                                                       matryoshka):
+    reference = config_for(models, tmp_path / "a", **matryoshka)
     distill(reference)
 
-    config = config_for(models, tmp_path / "b")
+    config = config_for(models, tmp_path / "b", **matryoshka)
     real_step, steps = torch.optim.AdamW.step, []
 
     def dies_at_step_8(self, *args, **kwargs):
@@ -146,6 +149,8 @@ def test_resume_after_a_kill_in_training_continues_from_the_checkpoint(models, t
     trained = [r["step"] for r in log if "loss" in r]
     assert trained == list(range(1, 45))  # every step once: the killed steps 6-7 were dropped and redone
     assert [r for r in log if "valid_mse" in r] == [r for r in read_log(reference) if "valid_mse" in r]
+    assert [r["loss"] for r in log if "loss" in r] == [r["loss"] for r in read_log(reference) if "loss" in r]
+    assert all(("valid_mse_d4" in r) == bool(matryoshka) for r in log if "valid_mse" in r)
     a, b = load_file(tmp_path / "a" / "out" / "model.safetensors"), load_file(tmp_path / "b" / "out" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -405,3 +405,37 @@ def test_card_training_rows_name_every_teacher_and_the_selection():
     assert rows["teachers"] == "models/all-mpnet-base-v2 (weight 1) + models/all-MiniLM-L6-v2 (weight 0.5)"
     assert rows["training text"] == "sentences and passages"
     assert rows["checkpoint selected by"].startswith("step 196 of 196: the lowest validation MSE")
+
+
+def test_card_and_model_index_list_each_trained_size(tmp_path, tokenizer, capsys):
+    folder = tmp_path / "matryoshka"
+    save_hpd_folder(tiny_model(seed=7, embedding_dim=12, matryoshka_dims=[12, 6, 3]), tokenizer, folder)
+    (folder / "distill_config.json").write_text(json.dumps({
+        "settings": {"projection": "pca", "dim": 12, "matryoshka_dims": [12, 6, 3], "matryoshka_weights": [1, 1, 0.5],
+                     "pca_sentences": 100, "lr": 1e-4, "batch_size": 32, "warmup_steps": 3, "epochs": 1, "seed": 42},
+        "teacher": "/local/teacher", "student": "/local/student", "corpus": {"train": 578, "valid": 20,
+        "sha256": "ab" * 32}, "best_step": 19, "validation": {"valid_mse": 0.0016, "valid_mse_d6": 0.0011},
+        "selected_by": "valid-mse"}))
+    smaller = {task: score - 2 for task, score in SCORES.items()}
+    files = [results_for(folder, tmp_path / "sts-12.json"), results_for(folder, tmp_path / "sts-6.json", scores=smaller)]
+    for path, dim, truncated in ((files[0], 12, None), (files[1], 6, 6)):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "embedding_dim": dim, "truncate_dim": truncated}))
+    code = hpd_cli.main(["release", str(folder), "--out", str(tmp_path / "release"), "--repo-id", "my-org/tiny-mrl",
+                         "--results", *map(str, files)])
+    assert code == 0, capsys.readouterr().err
+    out = tmp_path / "release"
+    card = ModelCard.load(out / "README.md")
+    parsed = {(e.dataset_name, e.metric_name): e.metric_value for e in card.data.eval_results}
+    assert parsed == {(f"{t} (senteval protocol)", f"Spearman (cosine) x 100, senteval protocol, first {k} dimensions"): v
+                      for k, scores in ((12, SCORES), (6, smaller)) for t, v in scores.items() if t != "Avg"}
+    text = card.text
+    assert "| **tiny-mrl**, first 12 dimensions | 70.10 |" in text and "| **tiny-mrl**, first 6 dimensions | 68.10 |" in text
+    assert text.count("## Results: STS, senteval protocol") == 1  # one table, a row per size
+    assert "| embedding dimension | 12; also 6, 3 (Matryoshka" in text
+    assert 'SentenceTransformer("my-org/tiny-mrl", trust_remote_code=True, truncate_dim=3)' in text
+    assert "| Matryoshka sizes | 12, 6, 3 (the loss weighs each prefix's MSE by 1, 1, 0.5) |" in text
+    assert check_release(out) == []  # the check names model-index entries the same way
+
+    files[1].write_text(json.dumps({**json.loads(files[1].read_text()), "embedding_dim": 5, "truncate_dim": 5}))
+    err = run_release(capsys, folder, "--out", tmp_path / "r", "--repo-id", "org/x", "--results", files[1])
+    assert "scored the model's first 5 dimensions, a size it was not trained for (12, 6, 3)" in err

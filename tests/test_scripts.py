@@ -133,3 +133,42 @@ def test_speed_quality_plot(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [a for a in argv if a not in ("--speed", str(speed))])
     with pytest.raises(SystemExit, match="--plot needs --speed"):
         load_script("reproduction_table").main()
+
+
+def test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_target(tmp_path, tokenizer, capsys):
+    from safetensors.numpy import save_file
+
+    from eval.sts import load_encoder, spearman_x100
+    from test_matryoshka import sts_pairs, write_stsb
+    from training.distill import join_teachers, projection_path
+
+    teachers = [str(save_hpd_folder(tiny_model(seed=1, embedding_dim=24), tokenizer, tmp_path / "t1")),
+                str(save_hpd_folder(tiny_model(seed=3, embedding_dim=12), tokenizer, tmp_path / "t2"))]
+    pairs = sts_pairs(4)
+    data = write_stsb(tmp_path / "data", "test", pairs)
+    encoders = [load_encoder(t) for t in teachers]
+    sample = join_teachers([e.encode(SENTENCES * 3 + [a for a, _, _ in pairs]) for e in encoders], [1.0, 0.5])
+    weight, bias = fit_projection(sample, 8, "pca")
+    work = tmp_path / "work"
+    work.mkdir()
+    save_file({"weight": weight, "bias": bias}, str(projection_path(work, "pca", 8, 100, teachers, [1.0, 0.5])))
+
+    ceiling = load_script("pca_ceiling")
+    ceiling.main(["--work-dir", str(work), *[a for t in teachers for a in ("--teacher", t)], "--teacher-weights",
+                  "1,0.5", "--projection-dim", "8", "--pca-sentences", "100", "--dim", "8,3", "--data", str(data),
+                  "--tasks", "STS-B", "--output", str(tmp_path / "ceiling")])
+    for k in (8, 3):
+        e1, e2 = ([join_teachers([e.encode([p[side] for p in pairs]) for e in encoders], [1.0, 0.5]) @ weight.T + bias
+                   for side in (0, 1)])
+        by_hand = spearman_x100(e1[:, :k], e2[:, :k], [gold for _, _, gold in pairs])
+        results = json.loads((tmp_path / f"ceiling-d{k}.json").read_text())
+        assert results["scores"]["STSBenchmark"] == pytest.approx(by_hand, abs=0.01)
+        assert results["embedding_dim"] == k and f"first {k} of projection-pca-d8-n100-mix" in results["model"]
+    assert "ceiling-d3.json" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit, match="projection-pca-d8-n200.* is not in .*run hpd distill with these settings"):
+        ceiling.main(["--work-dir", str(work), "--teacher", teachers[0], "--projection-dim", "8", "--pca-sentences",
+                      "200", "--dim", "8", "--data", str(data)])
+    with pytest.raises(SystemExit, match="each size must be from 1 to --projection-dim 8"):
+        ceiling.main(["--work-dir", str(work), "--teacher", teachers[0], "--projection-dim", "8", "--pca-sentences",
+                      "100", "--dim", "16", "--data", str(data)])

@@ -22,7 +22,8 @@ from hpd_inference import weights_sha256  # noqa: F401 (re-exported: results and
 from modeling_hpd import HPDModel
 from training.output_dir import replace_folder
 
-HEAD_FIELDS = ("pooling", "embedding_dim", "projection_activation", "projection_bias", "normalize", "max_seq_length")
+HEAD_FIELDS = ("pooling", "embedding_dim", "projection_activation", "projection_bias", "normalize", "max_seq_length",
+               "matryoshka_dims")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 ACTIVATIONS = {nn.Tanh: "tanh", nn.Identity: "identity"}
 # Values transformers records in tokenizer_config.json about where the tokenizer was loaded from: they

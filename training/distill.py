@@ -8,7 +8,8 @@ that artefact is complete and resumes when it is not:
 3. projection  PCA of `pca_sentences` target vectors -> d x D map        work/projection-*.safetensors
                (several teachers: each L2-normalised, scaled by its weight, concatenated, then projected)
 4. training    student(s) -> W t(s) + b, MSE, AdamW, warm-up            work/run-<hash>/
-               (head random as published, or first fitted by least squares: --head-init lstsq)
+               (head random as published, or first fitted by least squares: --head-init lstsq;
+               --matryoshka-dims: the weighted sum of the MSE of each prefix, so the output can be truncated)
 5. output      the checkpoint chosen by --select as HPD folder --output, with distill_config.json
 
 Stage 1 belongs to the data settings of the work dir (corpus content, unit, split, seed, chunking);
@@ -60,6 +61,8 @@ class DistillConfig:
     output: str
     teacher_weights: list[float] | None = None  # several teachers: each one's scale in the joint target (default 1)
     dim: int = 128
+    matryoshka_dims: list[int] | None = None  # e.g. 128,64,32: every prefix of the output learns the target's prefix
+    matryoshka_weights: list[float] | None = None  # each prefix's weight in the loss (default 1 each)
     layers: list[int] | None = None  # student layers to keep (layer reduction); None keeps all
     max_sentences: int | None = None
     pca_sentences: int = 100_000
@@ -110,6 +113,7 @@ class DistillConfig:
             raise ValueError(f"--teacher names the same model twice ({', '.join(self.teacher)}).")
         if isinstance(self.layers, str):
             self.layers = [int(x) for x in self.layers.split(",") if x.strip()]
+        self._check_matryoshka()
         if self.projection not in PROJECTIONS:
             raise ValueError(f"--projection must be one of {', '.join(PROJECTIONS)}; got {self.projection!r}.")
         if self.head_init not in HEAD_INITS:
@@ -138,6 +142,45 @@ class DistillConfig:
         if self.work_dir is None:
             self.work_dir = str(Path(self.output).with_name(Path(self.output).name + ".work"))
 
+    def _check_matryoshka(self):
+        """--matryoshka-dims: the full --dim first, then smaller prefixes, each with a positive weight."""
+        dims, weights = self.matryoshka_dims, self.matryoshka_weights
+        if dims is None:
+            if weights is not None:
+                raise ValueError("--matryoshka-weights needs --matryoshka-dims (the prefixes they weigh), e.g. "
+                                 "--matryoshka-dims 128,64,32 --matryoshka-weights 1,1,1.")
+            return
+        example = f"e.g. --matryoshka-dims {self.dim},{self.dim // 2},{self.dim // 4}" if self.dim >= 4 else ""
+        try:
+            dims = [int(x) for x in dims.split(",") if x.strip()] if isinstance(dims, str) else [int(d) for d in dims]
+            if isinstance(weights, str):
+                weights = [float(x) for x in weights.split(",") if x.strip()]
+            weights = [1.0] * len(dims) if weights is None else [float(w) for w in weights]
+        except (TypeError, ValueError):
+            raise ValueError(f"--matryoshka-dims takes comma-separated integers and --matryoshka-weights "
+                             f"comma-separated numbers; got {self.matryoshka_dims!r}, {self.matryoshka_weights!r}.") \
+                from None
+        problem = None
+        if len(dims) < 2:
+            problem = "needs the full --dim and at least one smaller size"
+        elif len(set(dims)) != len(dims):
+            problem = "names a size twice"
+        elif any(d > self.dim for d in dims):
+            problem = f"has a size larger than --dim {self.dim}"
+        elif dims != sorted(dims, reverse=True) or min(dims) < 1:
+            problem = "must be positive sizes in descending order"
+        elif dims[0] != self.dim:
+            problem = f"must start with --dim {self.dim} (the full output is always trained)"
+        if problem:
+            raise ValueError(f"--matryoshka-dims {','.join(map(str, dims))} {problem}; {example or 'see hpd distill -h'}.")
+        if len(weights) != len(dims) or not all(math.isfinite(w) and w > 0 for w in weights):
+            raise ValueError(f"--matryoshka-weights needs one positive weight per size in --matryoshka-dims "
+                             f"({len(dims)}); got {','.join(f'{w:g}' for w in weights)}.")
+        if self.projection == "none":
+            raise ValueError("--matryoshka-dims needs a PCA projection, whose coordinates come in order of variance; "
+                             "--projection none keeps the teacher's own, unordered ones: use --projection pca.")
+        self.matryoshka_dims, self.matryoshka_weights = dims, weights
+
     @classmethod
     def fields(cls):
         return {f.name for f in dataclasses.fields(cls)}
@@ -154,7 +197,8 @@ class DistillConfig:
         for name in (*DATA_SETTINGS, "output", "work_dir", "log_steps", "teacher_batch_size", "micro_batch_size",
                      "stop_after", "overwrite", "trust_remote_code"):
             settings.pop(name)
-        for name, default in (("teacher_weights", None), ("student_dtype", "auto"), ("freeze_embeddings", False)):
+        for name, default in (("teacher_weights", None), ("student_dtype", "auto"), ("freeze_embeddings", False),
+                              ("matryoshka_dims", None), ("matryoshka_weights", None)):
             if settings[name] == default:
                 settings.pop(name)  # runs made before these settings existed keep their folders
         if len(self.teacher) == 1:
@@ -166,11 +210,8 @@ class DistillConfig:
         return Path(self.work_dir) / f"run-{digest}"
 
     def projection_path(self):
-        name = f"projection-{self.projection}-d{self.dim}-n{self.pca_sentences}"
-        if len(self.teacher) > 1:  # one teacher keeps the earlier name; a mix is named by its members and weights
-            mix = json.dumps([self.teacher, self.teacher_weights or [1.0] * len(self.teacher)])
-            name += "-mix" + hashlib.sha256(mix.encode()).hexdigest()[:8]
-        return Path(self.work_dir) / f"{name}.safetensors"
+        return projection_path(self.work_dir, self.projection, self.dim, self.pca_sentences, self.teacher,
+                               self.teacher_weights)
 
     def teacher_dir(self, teacher):
         """Each teacher's vectors in a folder of its own, keyed by its weights and compute precision, so the same
@@ -178,6 +219,15 @@ class DistillConfig:
         key = hashlib.sha256(json.dumps([teacher_weights_sha256(teacher), self.teacher_dtype]).encode()).hexdigest()
         readable = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(teacher).name).strip("-")[:48] or "teacher"
         return Path(self.work_dir) / "teachers" / f"{readable}-{self.teacher_dtype}-{key[:8]}"
+
+
+def projection_path(work_dir, projection, dim, pca_sentences, teachers, teacher_weights=None):
+    """Where a work dir keeps the projection of these settings (hpd distill fits it; scripts/pca_ceiling.py reads it)."""
+    name = f"projection-{projection}-d{dim}-n{pca_sentences}"
+    if len(teachers) > 1:  # one teacher keeps the earlier name; a mix is named by its members and weights
+        mix = json.dumps([list(teachers), teacher_weights or [1.0] * len(teachers)])
+        name += "-mix" + hashlib.sha256(mix.encode()).hexdigest()[:8]
+    return Path(work_dir) / f"{name}.safetensors"
 
 
 @functools.cache
@@ -294,13 +344,17 @@ class TargetVectors:
         return sum(store.dim for store in self.stores)
 
     def rows(self, indices):
-        if self.weights is None:
-            return self.stores[0].rows(indices)
-        parts = []
-        for store, weight in zip(self.stores, self.weights):
-            vectors = store.rows(indices)
-            parts.append(weight * vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12))
-        return np.concatenate(parts, axis=1).astype(np.float32)
+        return join_teachers([store.rows(indices) for store in self.stores], self.weights)
+
+
+def join_teachers(vectors, weights=None):
+    """The target before projection from each teacher's vectors of the same sentences: one teacher's as they are,
+    several L2-normalised, scaled by their weights and side by side."""
+    if len(vectors) == 1:
+        return vectors[0]
+    parts = [weight * v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+             for v, weight in zip(vectors, weights or [1.0] * len(vectors))]
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def load_teacher(config, teacher, device):
@@ -416,13 +470,14 @@ def projection_stage(config, vectors, valid_count, accelerator):
 
 # --- stage 4: the student ---------------------------------------------------------------------------
 
-def build_student(base, dim, layers=None, seed=42, trust_remote_code=False):
-    """(HPDModel, tokenizer): the base's encoder (optionally only `layers`) under a fresh dim-d tanh head.
+def build_student(base, dim, layers=None, seed=42, trust_remote_code=False, matryoshka_dims=None):
+    """(HPDModel, tokenizer): the base's encoder (optionally only `layers`) under a fresh dim-d tanh head; its config
+    records `matryoshka_dims`, the sizes it will be trained to be truncated to.
 
     `base` is an HPD or sentence-transformers model, or a plain BERT checkpoint (e.g. TinyBERT)."""
     from transformers import AutoTokenizer, BertModel
 
-    from training.convert import load_hpd, model_format, resolve
+    from training.convert import HEAD_FIELDS, load_hpd, model_format, resolve
 
     folder = resolve(base)
     try:
@@ -445,10 +500,10 @@ def build_student(base, dim, layers=None, seed=42, trust_remote_code=False):
         raise ValueError(f"--layers {','.join(map(str, layers))} must be increasing layer indices from 0 to "
                          f"{layer_count - 1} (the student base has {layer_count} layers).")
     fields = {k: v for k, v in encoder.config.to_dict().items()
-              if k not in ("model_type", "architectures", "auto_map", "pooling", "embedding_dim",
-                           "projection_activation", "projection_bias", "normalize", "max_seq_length")}
+              if k not in ("model_type", "architectures", "auto_map", *HEAD_FIELDS)}
     config = HPDConfig(**{**fields, "num_hidden_layers": len(layers)}, pooling=pooling, embedding_dim=dim,
-                       projection_activation="tanh", normalize=False, max_seq_length=max_seq_length)
+                       projection_activation="tanh", normalize=False, max_seq_length=max_seq_length,
+                       matryoshka_dims=matryoshka_dims)
     torch.manual_seed(seed)
     student = HPDModel(config)
     renamed = {}
@@ -493,16 +548,23 @@ def fit_head(model, tokenizer, sentences, goal, batch_size, device):
             model.projection.bias.copy_(solution[-1])
 
 
-def validate(model, tokenizer, valid, valid_targets, stsb_dev, device, batch_size):
-    """valid MSE against the projected teacher vectors, and STS-B dev Spearman x 100 when given."""
+def validate(model, tokenizer, valid, valid_targets, stsb_dev, device, batch_size, matryoshka_dims=None):
+    """valid MSE against the projected teacher vectors, and STS-B dev Spearman x 100 when given; with
+    `matryoshka_dims` also both for each smaller prefix k (`valid_mse_d<k>`, `stsb_dev_spearman_d<k>`)."""
     from eval.sts import spearman_x100
 
-    predicted = student_embeddings(model, tokenizer, valid, batch_size, device)
-    figures = {"valid_mse": float(torch.nn.functional.mse_loss(predicted, valid_targets.to(device)))}
+    predicted, goal = student_embeddings(model, tokenizer, valid, batch_size, device), valid_targets.to(device)
+    smaller = (matryoshka_dims or [])[1:]  # the first is the full output: valid_mse and stsb_dev_spearman
+    figures = {"valid_mse": float(torch.nn.functional.mse_loss(predicted, goal))}
+    for dim in smaller:
+        figures[f"valid_mse_d{dim}"] = float(torch.nn.functional.mse_loss(predicted[:, :dim], goal[:, :dim]))
     if stsb_dev is not None:
         e1 = student_embeddings(model, tokenizer, stsb_dev.sentences1, batch_size, device).cpu().numpy()
         e2 = student_embeddings(model, tokenizer, stsb_dev.sentences2, batch_size, device).cpu().numpy()
         figures["stsb_dev_spearman"] = round(float(spearman_x100(e1, e2, stsb_dev.scores)), 4)
+        for dim in smaller:
+            figures[f"stsb_dev_spearman_d{dim}"] = round(float(spearman_x100(e1[:, :dim], e2[:, :dim],
+                                                                             stsb_dev.scores)), 4)
     return figures
 
 
@@ -540,6 +602,7 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     eval_steps = config.eval_steps or steps_per_epoch
     valid_targets = targets(vectors.rows(np.arange(len(valid))), weight, bias)
+    matryoshka = (config.matryoshka_dims, config.matryoshka_weights) if config.matryoshka_dims else None
 
     checkpoints, log_path, best_dir = run / "checkpoints", run / "train_log.jsonl", run / "best"
     if accelerator.is_main_process and not (run / "settings.json").is_file():
@@ -561,7 +624,7 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
     def evaluate_and_checkpoint(step):
         if accelerator.is_main_process:
             figures = validate(accelerator.unwrap_model(model), tokenizer, valid, valid_targets, stsb_dev,
-                               accelerator.device, config.teacher_batch_size)
+                               accelerator.device, config.teacher_batch_size, config.matryoshka_dims)
             metric = selection_metric(config, figures, step)
             chosen = state["best_metric"] is None or metric > state["best_metric"]
             append_log(log_path, {"step": step, **figures, **({"selected": config.select} if chosen else {})})
@@ -588,7 +651,7 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
         mine = batch[accelerator.process_index :: accelerator.num_processes]  # this process's share
         loss = accumulate_gradients(model, tokenizer, [train[i] for i in mine],
                                     targets(vectors.rows(len(valid) + mine), weight, bias), config.micro_batch_size,
-                                    accelerator, bfloat16=config.student_dtype == "bfloat16")
+                                    accelerator, bfloat16=config.student_dtype == "bfloat16", matryoshka=matryoshka)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
@@ -606,8 +669,10 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
     return state
 
 
-def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, accelerator, bfloat16=False):
-    """Gradients of MSE(student(sentences), goal) over the whole batch; returns the loss.
+def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, accelerator, bfloat16=False,
+                         matryoshka=None):
+    """Gradients of MSE(student(sentences), goal) over the whole batch (with `matryoshka` (dims, weights): of
+    `prefix_mse`); returns the loss.
 
     The batch runs as micro-batches of similar length: on CPU, padding a random batch to its longest
     sentence costs about 4x. Each micro-batch adds its share of the mean, so the gradient is the
@@ -615,17 +680,29 @@ def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, ac
     token_ids = tokenizer(sentences, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
     by_length = np.argsort([len(ids) for ids in token_ids], kind="stable")
     parts = [by_length[start : start + micro_batch_size] for start in range(0, len(by_length), micro_batch_size)]
-    elements, total = goal.numel(), 0.0
+    total = 0.0
     for number, part in enumerate(parts):
         features = tokenizer.pad({"input_ids": [token_ids[i] for i in part]}, return_tensors="pt").to(accelerator.device)
         last = number == len(parts) - 1
         with (contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast(),
               torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bfloat16)):
             predicted = model(**features).sentence_embedding.float()
-            loss = ((predicted - goal[part].to(accelerator.device)) ** 2).sum() / elements
+            loss = prefix_mse(predicted, goal[part].to(accelerator.device), len(goal), *(matryoshka or ()))
             accelerator.backward(loss)
         total += loss.item()
     return total
+
+
+def prefix_mse(predicted, goal, rows, dims=None, weights=None):
+    """sum_k weights[k] * MSE(predicted[:, :k], goal[:, :k]) over `dims` (default: the MSE of all coordinates), for a
+    batch of `rows` sentences of which `predicted` may be a part (it adds its share of each mean).
+
+    The few lines sentence-transformers' MatryoshkaLoss would give, without its L2-normalisation of each prefix:
+    HPD's targets are raw PCA coordinates, whose prefixes are not unit vectors."""
+    squared = (predicted - goal) ** 2
+    if dims is None:
+        return squared.sum() / (rows * goal.shape[1])
+    return sum(weight * squared[:, :dim].sum() / (rows * dim) for dim, weight in zip(dims, weights))
 
 
 def targets(teacher_vectors, weight, bias):
@@ -685,7 +762,8 @@ def distill(config):
     with work_dir_lock(work, accelerator):
         check_work_dir(work, config)
         upgrade_work_dir(work, config)
-        student = build_student(config.student, config.dim, config.layers, config.seed, config.trust_remote_code)
+        student = build_student(config.student, config.dim, config.layers, config.seed, config.trust_remote_code,
+                                config.matryoshka_dims)
         stsb_dev = load_stsb_split(config.sts_dev, "dev") if config.sts_dev else None
 
         if accelerator.is_main_process:
@@ -729,7 +807,9 @@ def distill(config):
                 "selection": f"step {state['best_step']} of {state['step']}: " + {
                     "valid-mse": "the lowest validation MSE against the projected teacher vectors",
                     "stsb-dev": "the highest STS-B dev Spearman",
-                    "last": "the last step"}[config.select],
+                    "last": "the last step"}[config.select]
+                + (f" at the full {config.dim} dimensions" if config.matryoshka_dims and config.select != "last"
+                   else ""),
             }
             with replace_folder(output, overwrite=config.overwrite,
                                 sources=[work, *config.teacher, config.student]) as staging:

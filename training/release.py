@@ -122,7 +122,26 @@ def load_results(path, model_folder):
                          "...` (no --backend or --precision).")
     if not scores or any(task not in (*TASKS, "Avg") for task in scores):
         raise ValueError(f"{path}: unexpected tasks in scores ({', '.join(scores)}).")
-    return path, {"protocol": protocol, "scores": scores}
+    truncated = results.get("truncate_dim")
+    trained = matryoshka_dims(model_folder)
+    if truncated is not None and truncated not in (trained or ()):
+        raise ValueError(f"{path} scored the model's first {truncated} dimensions, a size it was not trained for "
+                         f"({', '.join(map(str, trained)) if trained else 'it records no matryoshka_dims'}); the card "
+                         "reports trained sizes only: leave this file out or evaluate with --dim at a trained size.")
+    return path, {"protocol": protocol, "scores": scores, "embedding_dim": results.get("embedding_dim")}
+
+
+def matryoshka_dims(folder):
+    """The sizes an HPD folder's model was trained to be truncated to (config.json), or None."""
+    config = Path(folder) / "config.json"
+    return json.loads(config.read_text(encoding="utf-8")).get("matryoshka_dims") if config.is_file() else None
+
+
+def result_labels(task, result, matryoshka):
+    """(dataset name, metric name) of a score in the model-index. A Matryoshka model's dataset entry holds a metric
+    per size, named by its size (the Hub groups entries by dataset, whatever their names)."""
+    size = f", first {result['embedding_dim']} dimensions" if matryoshka else ""
+    return f"{task} ({result['protocol']} protocol)", f"Spearman (cosine) x 100, {result['protocol']} protocol{size}"
 
 
 def example_sentences(template=TEMPLATE):
@@ -147,12 +166,13 @@ def render_card(model, repo_id, results, distill_config, license, base_model, te
     from huggingface_hub import EvalResult, ModelCardData
 
     metadata, body = front_matter(Path(template).read_text(encoding="utf-8"))
+    matryoshka = model.config.matryoshka_dims
     eval_results = [
         EvalResult(task_type="STS", task_name="Semantic Textual Similarity", dataset_type=MTEB_DATASETS[task],
-                   dataset_name=f"{task} ({result['protocol']} protocol)", dataset_split="test",
-                   metric_type="cosine_spearman", metric_value=score,
-                   metric_name=f"Spearman (cosine) x 100, {result['protocol']} protocol")
+                   dataset_name=dataset_name, dataset_split="test", metric_type="cosine_spearman", metric_value=score,
+                   metric_name=metric_name)
         for result in results for task, score in result["scores"].items() if task != "Avg"
+        for dataset_name, metric_name in [result_labels(task, result, matryoshka)]
     ]
     card_data = ModelCardData(**metadata, license=license, base_model=base_model, model_name=repo_id,
                               eval_results=eval_results or None)
@@ -166,7 +186,10 @@ def render_card(model, repo_id, results, distill_config, license, base_model, te
         parameters=f"{parameters / 1e6:.1f}M ({parameters:,})", layers=config.num_hidden_layers,
         hidden_size=config.hidden_size, projection=projection, max_seq_length=config.max_seq_length,
         base_model=base_model, examples=example_sentences(template),
-        results=[{"protocol": r["protocol"], "table": results_table(r, repo_id)} for r in results],
+        results=[{"protocol": protocol, "table": results_table([r for r in results if r["protocol"] == protocol],
+                                                                repo_id, matryoshka)}
+                 for protocol in dict.fromkeys(r["protocol"] for r in results)],
+        matryoshka=matryoshka,
         training=training_rows(distill_config) if distill_config else None,
         normalize=config.normalize, onnx=[name for name in exported if name.endswith(".onnx")],
         openvino=[name for name in exported if name.endswith(".xml")],
@@ -174,13 +197,18 @@ def render_card(model, repo_id, results, distill_config, license, base_model, te
     return f"---\n{card_data.to_yaml()}\n---\n{text}"
 
 
-def results_table(result, repo_id):
-    tasks = [t for t in TASKS if t in result["scores"]]
+def results_table(results, repo_id, matryoshka=None):
+    """One protocol's results: a row per results file (a Matryoshka model's rows name their size, largest first)."""
+    if matryoshka:
+        results = sorted(results, key=lambda r: -r["embedding_dim"])
+    tasks = [t for t in TASKS if any(t in r["scores"] for r in results)]
     lines = ["| model | " + " | ".join(COLUMNS.get(t, t) for t in tasks) + " | Avg |",
-             "|---" * (len(tasks) + 2) + "|",
-             f"| **{repo_id.split('/')[1]}** | " + " | ".join(f"{result['scores'][t]:.2f}" for t in tasks)
-             + f" | {result['scores']['Avg']:.2f} |"]
-    if result["protocol"] == "senteval" and len(tasks) == len(TASKS):
+             "|---" * (len(tasks) + 2) + "|"]
+    for result in results:
+        name = f"**{repo_id.split('/')[1]}**" + (f", first {result['embedding_dim']} dimensions" if matryoshka else "")
+        lines.append(f"| {name} | " + " | ".join(f"{result['scores'][t]:.2f}" if t in result["scores"] else "–"
+                                                for t in tasks) + f" | {result['scores']['Avg']:.2f} |")
+    if results[0]["protocol"] == "senteval" and len(tasks) == len(TASKS):
         lines += [f"| {name} (published) | " + " | ".join(f"{v:.2f}" for v in values) + " |"
                   for name, values in PUBLISHED.items()]
     return "\n".join(lines)
@@ -195,6 +223,9 @@ def training_rows(distill_config):
     rows = [("teachers" if several else "teacher", teachers), ("student base", distill_config["student"]),
             ("student layers kept", ",".join(map(str, settings["layers"])) if settings.get("layers") else "all"),
             ("projection", f"{settings['projection']} to {settings['dim']} dimensions"),
+            *([("Matryoshka sizes", f"{', '.join(map(str, settings['matryoshka_dims']))} (the loss weighs each prefix's "
+                                    f"MSE by {', '.join(f'{w:g}' for w in settings['matryoshka_weights'])})")]
+              if settings.get("matryoshka_dims") else []),
             ("corpus", f"{corpus['train']:,} training and {corpus['valid']:,} validation sentences "
                        f"(sha256 {corpus['sha256'][:12]}…)"),
             ("PCA fitted on", f"{settings['pca_sentences']:,} teacher vectors"),
@@ -568,9 +599,10 @@ def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE, trust_re
         problems.append("README.md still holds template placeholders")
     try:
         card = ModelCard(card_text)  # huggingface_hub's own parser, model-index included
-        expected = [(f"{t} ({r['protocol']} protocol)", v) for r in _folder_results(folder)
+        matryoshka = matryoshka_dims(folder)
+        expected = [(*result_labels(t, r, matryoshka), v) for r in _folder_results(folder)
                     for t, v in r["scores"].items() if t != "Avg"]
-        found = [(e.dataset_name, e.metric_value) for e in (card.data.eval_results or [])]
+        found = [(e.dataset_name, e.metric_name, e.metric_value) for e in (card.data.eval_results or [])]
         if sorted(found) != sorted(expected):
             problems.append(f"model-index holds {found} but the results files say {expected}")
         for key in ("license", "pipeline_tag", "library_name"):

@@ -1,0 +1,101 @@
+"""The STS ceiling of an `hpd distill` target: a perfect copy of it, i.e. the teachers' (joined) vectors through the
+work dir's projection, cut to their first k coordinates.
+
+    python scripts/pca_ceiling.py --work-dir WORK --teacher T [--teacher T2 ...] [--teacher-weights 1,1] \
+        [--projection pca] [--projection-dim 128] --pca-sentences N --dim 128,64,32 --data DATA/senteval \
+        [--output docs/results/ceiling]
+
+The projection is the one `hpd distill` fitted in WORK for the same --teacher (spelled as in that command),
+--teacher-weights, --projection, --dim (here --projection-dim) and --pca-sentences. PCA coordinates come in order
+of variance, so the first k of a 128-d projection are the k-d projection: the target of a Matryoshka student's
+k-d prefix (--dim k, one projection) and, up to the PCA solver's precision, of a run trained at k alone
+(--projection-dim k). Each distinct STS sentence is encoded once by each teacher (float32), whatever the number of
+sizes; with --output, each size's results go to OUTPUT-d<k>.json in `hpd eval sts --output`'s format.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eval.sts import TASKS, evaluate_sts, format_table, load_encoder, write_results  # noqa: E402
+from training.distill import PROJECTIONS, check_projection, join_teachers, projection_path  # noqa: E402
+
+
+class TargetEncoder:
+    """Encodes sentences as the distillation target: teachers -> joined -> W t + b -> first `dim` coordinates."""
+
+    def __init__(self, teachers, teacher_weights, weight, bias):
+        self.teachers = [load_encoder(teacher) for teacher in teachers]
+        self.teacher_weights, self.weight, self.bias = teacher_weights, weight, bias
+        self.dim = len(weight)
+        self._projected = {}  # sentence -> its whole projected vector, so each size reuses the teachers' work
+
+    def preprocess(self, sentences):
+        return self.teachers[0].preprocess(sentences)  # token counts, for batching by length
+
+    def encode(self, sentences, batch_size=64, **kwargs):
+        missing = [s for s in dict.fromkeys(sentences) if s not in self._projected]
+        if missing:
+            joined = join_teachers([teacher.encode(missing, batch_size=batch_size, convert_to_numpy=True,
+                                                   show_progress_bar=False) for teacher in self.teachers],
+                                   self.teacher_weights)
+            self._projected.update(zip(missing, joined @ self.weight.T + self.bias))
+        return np.stack([self._projected[s][: self.dim] for s in sentences]).astype(np.float32)
+
+
+def load_projection(work_dir, projection, dim, pca_sentences, teachers, teacher_weights):
+    from safetensors.numpy import load_file
+
+    path = projection_path(work_dir, projection, dim, pca_sentences, teachers, teacher_weights)
+    if not path.is_file():
+        there = sorted(p.name for p in Path(work_dir).glob("projection-*.safetensors"))
+        raise SystemExit(f"{path.name} is not in {work_dir} (it holds {', '.join(there) or 'no projection'}): run "
+                         "hpd distill with these settings first, naming the teachers exactly as it was given them.")
+    tensors = load_file(str(path))
+    check_projection(tensors["weight"], projection, path)
+    return path, tensors["weight"], tensors["bias"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", required=True, help="the hpd distill work dir holding the projection")
+    parser.add_argument("--teacher", action="append", required=True, help="as given to hpd distill (repeat)")
+    parser.add_argument("--teacher-weights", help="as given to hpd distill (several teachers)")
+    parser.add_argument("--projection", choices=PROJECTIONS, default="pca")
+    parser.add_argument("--projection-dim", type=int, default=128, help="hpd distill's --dim (default %(default)s)")
+    parser.add_argument("--pca-sentences", type=int, required=True, help="hpd distill's --pca-sentences")
+    parser.add_argument("--dim", required=True, help="sizes to score, comma-separated, e.g. 128,64,32")
+    parser.add_argument("--data", required=True, help="STS data folder (e.g. ../shared/data/senteval)")
+    parser.add_argument("--protocol", choices=("senteval", "mteb"), default="senteval")
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--output", help="write OUTPUT-d<k>.json for each size")
+    args = parser.parse_args(argv)
+    try:
+        dims = [int(x) for x in args.dim.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--dim {args.dim}: give comma-separated sizes, e.g. 128,64,32.") from None
+    if not dims or any(not 1 <= k <= args.projection_dim for k in dims):
+        raise SystemExit(f"--dim {args.dim}: each size must be from 1 to --projection-dim {args.projection_dim}.")
+    weights = [float(w) for w in args.teacher_weights.split(",")] if args.teacher_weights else None
+
+    path, weight, bias = load_projection(args.work_dir, args.projection, args.projection_dim, args.pca_sentences,
+                                         args.teacher, weights)
+    encoder = TargetEncoder(args.teacher, weights, weight, bias)
+    for k in dims:
+        encoder.dim = k
+        results = evaluate_sts(encoder, args.data, protocol=args.protocol, tasks=args.tasks,
+                               batch_size=args.batch_size, show_progress_bar=False)
+        results["model"] = f"PCA ceiling: first {k} of {path.name} ({' + '.join(Path(t).name for t in args.teacher)})"
+        print(format_table(results))
+        if args.output:
+            write_results(results, f"{args.output}-d{k}.json")
+            print(f"Wrote {args.output}-d{k}.json")
+
+
+if __name__ == "__main__":
+    main()
