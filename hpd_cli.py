@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from eval.sts import TASKS
+from eval.sts import TASK_TABLE, TASKS
 from hpd_inference import PRECISIONS
 
 # The project's default model: HPD distilled from all-mpnet-base-v2 into 4 layers of all-MiniLM-L6-v2 at 128-d
@@ -142,12 +142,12 @@ def calibrate_command(args):
 
 
 def eval_mteb_command(args):
-    try:
-        from eval.mteb_eval import run_mteb
-    except ImportError as error:
-        raise ValueError(f"hpd eval mteb needs the mteb package ({error}): pip install 'hpd-toolkit[eval]'") from None
-    if args.name is not None and args.name.count("/") != 1:
-        raise ValueError(f"--name must look like ORG/NAME; got {args.name!r}.")
+    from eval.mteb_eval import run_mteb
+
+    if args.name is not None:
+        from training.hub_push import check_repo_id
+
+        check_repo_id(args.name, "--name")
 
     result = run_mteb(model_or_default(args.model), args.tasks, args.output_folder, data_dir=args.data,
                       batch_size=args.batch_size, name=args.name, trust_remote_code=args.trust_remote_code)
@@ -317,7 +317,7 @@ def build_parser():
     )
     mteb.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
                       "default model in releases/)")
-    mteb.add_argument("--tasks", default="STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICK-R",
+    mteb.add_argument("--tasks", default=",".join(task.mteb for task in TASK_TABLE.values()),
                       help="comma-separated mteb task names: the STS tasks and SciFact (default: %(default)s)")
     mteb.add_argument("--data", help="folder of the raw official releases (e.g. ../shared/data/sts-raw) or, for "
                       "SciFact, the folder holding scifact/ in BEIR format (e.g. ../shared/data/retrieval)")

@@ -138,10 +138,10 @@ def test_which_shared_raw_files_equal_mtebs_datasets(shared_data):
     has 9,927 pairs from the SemEval split files, not the 9,840 of SICK.txt."""
     import mteb
 
-    from eval.mteb_eval import MTEB_NAMES, _feed_local_data, local_data_difference
-    from eval.sts import TASKS, load_pairs
+    from eval.mteb_eval import _feed_local_data, local_data_difference
+    from eval.sts import TASK_TABLE, load_pairs
 
-    tasks = mteb.get_tasks(tasks=[MTEB_NAMES.get(name, name) for name in TASKS])
+    tasks = mteb.get_tasks(tasks=[task.mteb for task in TASK_TABLE.values()])
     _feed_local_data(tasks, load_pairs(shared_data / "sts-raw", protocol="mteb"))
     differences = {task.metadata.name: local_data_difference(task) for task in tasks}
     assert differences.pop("STSBenchmark") is None
@@ -188,4 +188,16 @@ def test_malformed_name_is_one_clear_line(capsys):
     import hpd_cli
 
     assert hpd_cli.main(["eval", "mteb", "--model", "x", "--output-folder", "o", "--name", "no-org"]) == 1
-    assert "--name must look like ORG/NAME" in capsys.readouterr().err
+    assert "--name 'no-org' is not a Hub id of the form ORG/NAME" in capsys.readouterr().err
+
+
+def test_without_mteb_installed_the_command_names_the_extra(capsys, monkeypatch):
+    import sys
+
+    import hpd_cli
+
+    monkeypatch.setitem(sys.modules, "mteb", None)  # import mteb now raises ImportError
+    assert hpd_cli.main(["eval", "mteb", "--model", "x", "--output-folder", "o"]) == 1
+    err = capsys.readouterr().err
+    assert "hpd eval mteb needs the mteb package" in err and "pip install 'hpd-toolkit[eval]'" in err
+    assert "Traceback" not in err

@@ -192,7 +192,7 @@ def test_offline_mode(hub, hub_env, folder):
 def test_malformed_repo_ids(hub, folder, repo_id):
     message = push_error(ValueError, folder, repo_id)
 
-    assert message.startswith(f"invalid repo id {repo_id!r}: expected ORG/NAME")
+    assert message.startswith(f"repo id {repo_id!r} is not a Hub id of the form ORG/NAME")
     assert hub.requests == []
 
 

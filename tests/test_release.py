@@ -325,7 +325,7 @@ def test_error_for_results_of_an_exported_graph_or_compact_vectors(tiny_folder, 
 @pytest.mark.parametrize("repo_id", ["no-slash", "a/b/c", "org/has space", "org/"])
 def test_error_for_a_malformed_repo_id(tiny_folder, tmp_path, capsys, repo_id):
     err = run_release(capsys, tiny_folder, "--out", tmp_path / "r", "--repo-id", repo_id)
-    assert f"--repo-id {repo_id!r} is not a Hub model id of the form ORG/NAME" in err
+    assert f"--repo-id {repo_id!r} is not a Hub id of the form ORG/NAME" in err
 
 
 def test_error_for_an_out_folder_that_is_not_a_release(tiny_folder, tmp_path, capsys):

@@ -19,28 +19,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from eval.sts import COLUMNS, PUBLISHED, TASKS
+from eval.sts import PUBLISHED, TASK_TABLE, TASKS
 from training.convert import load_error, load_hpd, resolve, save_hpd_folder, weights_sha256
+from training.hub_push import check_repo_id
 from training.output_dir import replace_folder
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 REQUIRED_FILES = ("model.safetensors", "config.json", "configuration_hpd.py", "modeling_hpd.py", "tokenizer.json",
                   "tokenizer_config.json", "modules.json", "sentence_bert_config.json", "README.md")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-MTEB_DATASETS = {"STS12": "mteb/sts12-sts", "STS13": "mteb/sts13-sts", "STS14": "mteb/sts14-sts",
-                 "STS15": "mteb/sts15-sts", "STS16": "mteb/sts16-sts", "STSBenchmark": "mteb/stsbenchmark-sts",
-                 "SICKRelatedness": "mteb/sickr-sts"}
-
-
-def check_repo_id(repo_id):
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-        if repo_id.count("/") != 1:
-            raise HFValidationError("needs exactly one '/'")
-    except HFValidationError as error:
-        raise ValueError(f"--repo-id {repo_id!r} is not a Hub model id of the form ORG/NAME ({error}).") from None
 
 
 EXPORTS = ("onnx", "openvino")
@@ -65,7 +52,7 @@ def build_release(model, out, repo_id, results_files=(), mteb_results=None, lice
     `out` is replaced only when complete, and only if empty, missing or an earlier hpd output (or `overwrite`);
     it may not hold, or lie inside, the model or the results it is built from. `exports` ("onnx", "openvino") adds
     the graphs of `hpd export` (ONNX: float32 and int8-dynamic; OpenVINO: float32), made from the released weights."""
-    check_repo_id(repo_id)
+    check_repo_id(repo_id, "--repo-id")
     exports = parse_exports(",".join(exports)) if not isinstance(exports, str) else parse_exports(exports)
     source = resolve(model)
     if not any(any(source.rglob(name)) for name in TOKENIZER_FILES):
@@ -148,7 +135,7 @@ def render_card(model, repo_id, results, distill_config, license, base_model, te
 
     metadata, body = front_matter(Path(template).read_text(encoding="utf-8"))
     eval_results = [
-        EvalResult(task_type="STS", task_name="Semantic Textual Similarity", dataset_type=MTEB_DATASETS[task],
+        EvalResult(task_type="STS", task_name="Semantic Textual Similarity", dataset_type=TASK_TABLE[task].dataset,
                    dataset_name=f"{task} ({result['protocol']} protocol)", dataset_split="test",
                    metric_type="cosine_spearman", metric_value=score,
                    metric_name=f"Spearman (cosine) x 100, {result['protocol']} protocol")
@@ -176,7 +163,7 @@ def render_card(model, repo_id, results, distill_config, license, base_model, te
 
 def results_table(result, repo_id):
     tasks = [t for t in TASKS if t in result["scores"]]
-    lines = ["| model | " + " | ".join(COLUMNS.get(t, t) for t in tasks) + " | Avg |",
+    lines = ["| model | " + " | ".join(TASK_TABLE[t].column for t in tasks) + " | Avg |",
              "|---" * (len(tasks) + 2) + "|",
              f"| **{repo_id.split('/')[1]}** | " + " | ".join(f"{result['scores'][t]:.2f}" for t in tasks)
              + f" | {result['scores']['Avg']:.2f} |"]
