@@ -1,22 +1,16 @@
 """Smoke tests: every benchmark runs end to end on tiny inputs and prints its table, so none can rot unseen."""
 
 import json
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, WORDS, tiny_model
+from conftest import WORDS, run_script, tiny_model
 from training.convert import save_hpd_folder
 
 
 def run_benchmark(name, *args):
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *map(str, args)], capture_output=True,
-                            text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return run_script(f"benchmarks/{name}", *args)
 
 
 def test_distill_benchmark_prints_before_and_after(tmp_path, tokenizer):
