@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from eval.sts import TASK_TABLE, TASKS
+from hpd_toolkit.eval.sts import TASK_TABLE, TASKS
 from hpd_inference import PRECISIONS
 
 # The project's default model: HPD distilled from all-mpnet-base-v2 into 4 layers of all-MiniLM-L6-v2 at 128-d
@@ -30,7 +30,7 @@ def model_or_default(model):
 def encode_command(args):
     import numpy as np
 
-    from eval.sts import encode_by_length, load_any_encoder, utf8_error
+    from hpd_toolkit.eval.sts import encode_by_length, load_any_encoder, utf8_error
 
     if bool(args.sentences) == bool(args.input):
         raise ValueError("give the sentences either as arguments or with --input FILE (one per line, - for stdin).")
@@ -93,7 +93,7 @@ def encode_command(args):
 
 
 def convert_command(args):
-    from training.convert import convert
+    from hpd_toolkit.training.convert import convert
 
     output = convert(args.source, args.output, to=args.to, overwrite=args.overwrite,
                      trust_remote_code=args.trust_remote_code)
@@ -101,7 +101,7 @@ def convert_command(args):
 
 
 def eval_sts_command(args):
-    from eval.sts import evaluate_sts, format_table, write_results
+    from hpd_toolkit.eval.sts import evaluate_sts, format_table, write_results
 
     results = evaluate_sts(model_or_default(args.model), args.data, protocol=args.protocol, tasks=args.tasks,
                            batch_size=args.batch_size, max_seq_length=args.max_seq_length,
@@ -116,7 +116,7 @@ def eval_sts_command(args):
 
 
 def export_command(args):
-    from training.export import export
+    from hpd_toolkit.training.export import export
 
     written = export(args.model, format=args.format, quantize=args.quantize, calibration=args.calibration,
                      target=args.target, overwrite=args.overwrite, calibration_sentences=args.calibration_sentences,
@@ -134,7 +134,7 @@ def export_command(args):
 
 
 def calibrate_command(args):
-    from training.export import calibrate
+    from hpd_toolkit.training.export import calibrate
 
     path = calibrate(args.model, args.corpus, sentences=args.sentences, seed=args.seed, batch_size=args.batch_size,
                      trust_remote_code=args.trust_remote_code, progress=lambda message: print(message, file=sys.stderr))
@@ -142,10 +142,10 @@ def calibrate_command(args):
 
 
 def eval_mteb_command(args):
-    from eval.mteb_eval import run_mteb
+    from hpd_toolkit.eval.mteb_eval import run_mteb
 
     if args.name is not None:
-        from training.hub_push import check_repo_id
+        from hpd_toolkit.training.hub_push import check_repo_id
 
         check_repo_id(args.name, "--name")
 
@@ -161,8 +161,8 @@ def eval_mteb_command(args):
 
 
 def eval_retrieval_command(args):
-    from eval.retrieval import evaluate_retrieval, format_report
-    from eval.sts import write_results
+    from hpd_toolkit.eval.retrieval import evaluate_retrieval, format_report
+    from hpd_toolkit.eval.sts import write_results
 
     results = evaluate_retrieval(model_or_default(args.model), args.data, index_type=args.index,
                                  precision=args.precision, rescore=args.rescore, ef_search=args.ef_search,
@@ -175,7 +175,7 @@ def eval_retrieval_command(args):
 
 
 def distill_command(args):
-    from training.distill import DistillConfig, distill, load_config_file
+    from hpd_toolkit.training.distill import DistillConfig, distill, load_config_file
 
     values = load_config_file(args.config) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k in DistillConfig.fields() and v is not None})
@@ -186,8 +186,8 @@ def distill_command(args):
 
 
 def release_command(args):
-    from training.hub_push import files_to_push
-    from training.release import NOT_PUSHED, SUBMISSION_DIR, build_release, check_release, submission_status
+    from hpd_toolkit.training.hub_push import files_to_push
+    from hpd_toolkit.training.release import NOT_PUSHED, SUBMISSION_DIR, build_release, check_release, submission_status
 
     if args.check:
         problems = check_release(args.check, trust_remote_code=args.trust_remote_code)
@@ -216,8 +216,8 @@ def release_command(args):
     for name, path in files_to_push(out, NOT_PUSHED).items():  # exactly what --push uploads
         print(f"  {name}  ({path.stat().st_size:,} bytes)")
     if args.push:
-        from training.hub_push import push_folder
-        from training.release import finish_mteb_submission
+        from hpd_toolkit.training.hub_push import push_folder
+        from hpd_toolkit.training.release import finish_mteb_submission
 
         pushed = push_folder(out, args.repo_id, private=args.private, revision=args.revision,
                              commit_message=args.commit_message or f"Release {args.repo_id} with hpd release",

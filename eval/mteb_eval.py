@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.retrieval import RETRIEVAL_TASKS, load_beir
-from eval.sts import TASK_TABLE, TASKS, canonical_task, load_encoder, load_pairs, parse_tasks
-from training.convert import weights_sha256
+from hpd_toolkit.eval.retrieval import RETRIEVAL_TASKS, load_beir
+from hpd_toolkit.eval.sts import TASK_TABLE, TASKS, canonical_task, load_encoder, load_pairs, parse_tasks
+from hpd_toolkit.training.convert import weights_sha256
 
 # Not *.json: mteb's result loaders take every other .json beside model_meta.json for a task result.
 PROVENANCE_FILE = "hpd_provenance.jsonl"

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eval.sts import encode_by_length, load_encoder, read_utf8
+from hpd_toolkit.eval.sts import encode_by_length, load_encoder, read_utf8
 
 RETRIEVAL_TASKS = {"SciFact": "scifact"}  # mteb task name -> its BEIR folder name under `hpd eval mteb --data`
 INDEX_TYPES = ("flat", "hnsw")
@@ -360,7 +360,7 @@ def evaluate_retrieval(model, data_dir, index_type="flat", precision="float32", 
         end = time.perf_counter()
         end_to_end.append(end - query_start), search_only.append(end - search_start)
 
-    from training.convert import weights_sha256
+    from hpd_toolkit.training.convert import weights_sha256
 
     local_folder = isinstance(model, (str, Path)) and Path(model).expanduser().is_dir()
     return {

@@ -235,7 +235,7 @@ def load_encoder(model, max_seq_length=None, device=None, trust_remote_code=Fals
     code shipped with any other model runs only with `trust_remote_code`."""
     from sentence_transformers import SentenceTransformer
 
-    from training.convert import load_error, register_hpd_classes
+    from hpd_toolkit.training.convert import load_error, register_hpd_classes
 
     path = Path(model).expanduser()
     if not path.is_dir() and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1):
@@ -363,7 +363,7 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
         }
     scores = {task: round(d["spearman"], 2) for task, d in details.items()}
     scores["Avg"] = round(float(np.mean([d["spearman"] for d in details.values()])), 2)
-    from training.convert import weights_sha256
+    from hpd_toolkit.training.convert import weights_sha256
 
     local_folder = isinstance(model, (str, Path)) and Path(model).expanduser().is_dir()
     return {

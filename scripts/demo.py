@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hpd_cli import DEFAULT_MODEL  # noqa: E402
-from training.release import example_sentences  # noqa: E402
+from hpd_toolkit.training.release import example_sentences  # noqa: E402
 
 
 def hpd(*args):

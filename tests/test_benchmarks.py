@@ -6,7 +6,7 @@ import random
 import pytest
 
 from conftest import WORDS, run_script, tiny_model
-from training.convert import save_hpd_folder
+from hpd_toolkit.training.convert import save_hpd_folder
 
 
 def run_benchmark(name, *args):
@@ -45,7 +45,7 @@ def test_encode_speed_benchmark_exported_rows(tmp_path, tokenizer, shared_data):
     """Torch, ONNX float32 and ONNX int8 rows of one tiny model: each exported row has its speed-up over the torch
     row of the same folder, its file size and its STS average."""
     pytest.importorskip("onnxruntime", reason="the ONNX runtime is an extra: pip install -e '.[onnx]'")
-    from training.export import export, onnx_int8_file
+    from hpd_toolkit.training.export import export, onnx_int8_file
 
     save_hpd_folder(tiny_model(seed=1), tokenizer, tmp_path / "m")
     export(tmp_path / "m", quantize="int8-dynamic", progress=lambda message: None)

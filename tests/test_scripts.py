@@ -17,8 +17,8 @@ import pytest
 
 from conftest import REPO, SENTENCES, WORDS, run_script, tiny_model
 from modeling_hpd import HPDModel
-from training.convert import save_hpd_folder
-from training.distill import fit_projection
+from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_toolkit.training.distill import fit_projection
 
 
 def load_script(name):
@@ -159,7 +159,7 @@ def tiny_sentence(rng, low=3, high=9):
 
 def write_senteval(root, pairs=6, seed=0):
     """A tiny folder in the SentEval layout: every file `hpd eval sts` and `hpd distill --sts-dev` read."""
-    from eval.sts import SUBSETS
+    from hpd_toolkit.eval.sts import SUBSETS
 
     rng = random.Random(seed)
     for year, subsets in SUBSETS.items():
@@ -244,7 +244,7 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     that only record their arguments; then every `hpd` call is parsed by the real CLI (each `hpd distill` down to
     its DistillConfig), every script call by that script's parser, every make target looked up in the Makefile."""
     import hpd_cli
-    import training.distill
+    import hpd_toolkit.training.distill
 
     clone = tmp_path / "repo"
     shutil.copytree(REPO / "scripts", clone / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
@@ -261,7 +261,7 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     calls = [line.split("\x1f") for line in log.read_text().splitlines()]
 
     configs, scripts = [], set()
-    monkeypatch.setattr(training.distill, "distill", configs.append)
+    monkeypatch.setattr(hpd_toolkit.training.distill, "distill", configs.append)
     makefile = (REPO / "Makefile").read_text()
     for command, *argv in calls:
         if command == "make":

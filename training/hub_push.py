@@ -18,7 +18,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 
-from training.output_dir import MARKER
+from hpd_toolkit.training.output_dir import MARKER
 
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again."
 OFFLINE = ("pushing needs the Hugging Face Hub but offline mode is on: unset HF_HUB_OFFLINE "
@@ -38,7 +38,7 @@ def push_folder(folder, repo_id, *, private=False, revision="main", commit_messa
     The repo is created if missing (`private` applies to a new repo; pushing with `private=True` to an
     existing public repo is refused), and so is the branch `revision`, started from main.
     Like `upload_folder`, `.git/` and `.cache/huggingface/` (download metadata) are left out, and so are
-    the toolkit's own output marker (`training.output_dir.MARKER`) and `ignore_patterns` (fnmatch, as
+    the toolkit's own output marker (`hpd_toolkit.training.output_dir.MARKER`) and `ignore_patterns` (fnmatch, as
     huggingface_hub's `ignore_patterns`). If the Hub already holds every file unchanged, no commit is made
     and the head commit is returned.
     """

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from eval.sts import PUBLISHED, TASK_TABLE, TASKS
-from training.convert import load_error, load_hpd, resolve, save_hpd_folder, weights_sha256
-from training.hub_push import check_repo_id
-from training.output_dir import replace_folder
+from hpd_toolkit.eval.sts import PUBLISHED, TASK_TABLE, TASKS
+from hpd_toolkit.training.convert import load_error, load_hpd, resolve, save_hpd_folder, weights_sha256
+from hpd_toolkit.training.hub_push import check_repo_id
+from hpd_toolkit.training.output_dir import replace_folder
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 REQUIRED_FILES = ("model.safetensors", "config.json", "configuration_hpd.py", "modeling_hpd.py", "tokenizer.json",
@@ -65,7 +65,7 @@ def build_release(model, out, repo_id, results_files=(), mteb_results=None, lice
         save_hpd_folder(hpd_model, tokenizer, folder, weights_dtype=weights_dtype)
         exported = []
         for format in exports:  # from the folder's own weights (float16-rounded with --weights-dtype float16)
-            from training.export import export
+            from hpd_toolkit.training.export import export
 
             exported += export(folder, format=format, quantize="int8-dynamic" if format == "onnx" else "none",
                                progress=lambda message: None)
@@ -218,7 +218,7 @@ def prepare_mteb_submission(mteb_results, out, repo_id, source, template=TEMPLAT
     """`hpd eval mteb` output -> `out/mteb/`: the results-repository layout under the repo id (task files and
     model_meta.json), the ModelMeta source, the provenance record and SUBMITTING.md, all under the revision
     UNPUSHED_REVISION and marked not ready until `finish_mteb_submission` names the pushed commit."""
-    from eval.mteb_eval import read_provenance, write_provenance
+    from hpd_toolkit.eval.mteb_eval import read_provenance, write_provenance
 
     runs = [p for p in Path(mteb_results).glob("*/*") if p.is_dir() and any(p.glob("*.json"))]
     if len(runs) != 1:
@@ -264,7 +264,7 @@ def finish_mteb_submission(out, repo_id, pushed, template=TEMPLATE):
 
 
 def _write_submission(out, repo_id, revision, release_date=None, open_weights=None, template=TEMPLATE, ready=False):
-    from eval.mteb_eval import META_IMPORTS, _variable_name
+    from hpd_toolkit.eval.mteb_eval import META_IMPORTS, _variable_name
 
     meta, notes, unknown = submission_model_meta(out, repo_id, revision, release_date, open_weights, template)
     root = out / SUBMISSION_DIR
@@ -289,9 +289,9 @@ def submission_model_meta(out, repo_id, revision, release_date=None, open_weight
     from mteb.models import ModelMeta
     from mteb.models.model_meta import _get_source_model
 
-    from eval.mteb_eval import _model_meta
-    from eval.sts import load_encoder
-    from training.hub_push import hub_endpoint
+    from hpd_toolkit.eval.mteb_eval import _model_meta
+    from hpd_toolkit.eval.sts import load_encoder
+    from hpd_toolkit.training.hub_push import hub_endpoint
 
     card = ModelCard.load(out / "README.md").data
     distill_config = json.loads((out / "distill_config.json").read_text()) if (out / "distill_config.json").is_file() \
@@ -415,8 +415,8 @@ def check_mteb_submission(folder, trust_remote_code=False):
     from mteb.models import ModelMeta
     from mteb.results import TaskResult
 
-    from eval.mteb_eval import read_provenance
-    from training.output_dir import MARKER
+    from hpd_toolkit.eval.mteb_eval import read_provenance
+    from hpd_toolkit.training.output_dir import MARKER
 
     root = Path(folder) / SUBMISSION_DIR
     runs = [p for p in (root / "results").glob("*/*") if p.is_dir()]
