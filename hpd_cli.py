@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from eval.sts import TASKS
+from hpd_toolkit.eval.sts import TASK_TABLE, TASKS
 from hpd_inference import PRECISIONS
 
 # The project's default model: HPD distilled from all-mpnet-base-v2 into 4 layers of all-MiniLM-L6-v2 at 128-d
@@ -31,7 +31,7 @@ def model_or_default(model):
 def encode_command(args):
     import numpy as np
 
-    from eval.sts import check_truncation, encode_by_length, load_any_encoder, utf8_error
+    from hpd_toolkit.eval.sts import check_truncation, encode_by_length, load_any_encoder, utf8_error
 
     if bool(args.sentences) == bool(args.input):
         raise ValueError("give the sentences either as arguments or with --input FILE (one per line, - for stdin).")
@@ -98,7 +98,7 @@ def encode_command(args):
 
 
 def convert_command(args):
-    from training.convert import convert
+    from hpd_toolkit.training.convert import convert
 
     output = convert(args.source, args.output, to=args.to, overwrite=args.overwrite,
                      trust_remote_code=args.trust_remote_code)
@@ -106,7 +106,7 @@ def convert_command(args):
 
 
 def eval_sts_command(args):
-    from eval.sts import evaluate_sts, format_table, write_results
+    from hpd_toolkit.eval.sts import evaluate_sts, format_table, write_results
 
     results = evaluate_sts(model_or_default(args.model), args.data, protocol=args.protocol, tasks=args.tasks,
                            batch_size=args.batch_size, max_seq_length=args.max_seq_length,
@@ -121,7 +121,7 @@ def eval_sts_command(args):
 
 
 def export_command(args):
-    from training.export import export
+    from hpd_toolkit.training.export import export
 
     written = export(args.model, format=args.format, quantize=args.quantize, calibration=args.calibration,
                      target=args.target, overwrite=args.overwrite, calibration_sentences=args.calibration_sentences,
@@ -139,7 +139,7 @@ def export_command(args):
 
 
 def calibrate_command(args):
-    from training.export import calibrate
+    from hpd_toolkit.training.export import calibrate
 
     path = calibrate(args.model, args.corpus, sentences=args.sentences, seed=args.seed, batch_size=args.batch_size,
                      trust_remote_code=args.trust_remote_code, progress=lambda message: print(message, file=sys.stderr))
@@ -147,12 +147,12 @@ def calibrate_command(args):
 
 
 def eval_mteb_command(args):
-    try:
-        from eval.mteb_eval import run_mteb
-    except ImportError as error:
-        raise ValueError(f"hpd eval mteb needs the mteb package ({error}): pip install 'hpd-toolkit[eval]'") from None
-    if args.name is not None and args.name.count("/") != 1:
-        raise ValueError(f"--name must look like ORG/NAME; got {args.name!r}.")
+    from hpd_toolkit.eval.mteb_eval import run_mteb
+
+    if args.name is not None:
+        from hpd_toolkit.training.hub_push import check_repo_id
+
+        check_repo_id(args.name, "--name")
 
     result = run_mteb(model_or_default(args.model), args.tasks, args.output_folder, data_dir=args.data,
                       batch_size=args.batch_size, name=args.name, trust_remote_code=args.trust_remote_code)
@@ -166,8 +166,8 @@ def eval_mteb_command(args):
 
 
 def eval_retrieval_command(args):
-    from eval.retrieval import evaluate_retrieval, format_report
-    from eval.sts import write_results
+    from hpd_toolkit.eval.retrieval import evaluate_retrieval, format_report
+    from hpd_toolkit.eval.sts import write_results
 
     results = evaluate_retrieval(model_or_default(args.model), args.data, index_type=args.index,
                                  precision=args.precision, rescore=args.rescore, ef_search=args.ef_search,
@@ -181,7 +181,7 @@ def eval_retrieval_command(args):
 
 
 def distill_command(args):
-    from training.distill import DistillConfig, distill, load_config_file
+    from hpd_toolkit.training.distill import DistillConfig, distill, load_config_file
 
     values = load_config_file(args.config) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k in DistillConfig.fields() and v is not None})
@@ -192,8 +192,8 @@ def distill_command(args):
 
 
 def release_command(args):
-    from training.hub_push import files_to_push
-    from training.release import NOT_PUSHED, SUBMISSION_DIR, build_release, check_release, submission_status
+    from hpd_toolkit.training.hub_push import files_to_push
+    from hpd_toolkit.training.release import NOT_PUSHED, SUBMISSION_DIR, build_release, check_release, submission_status
 
     if args.check:
         problems = check_release(args.check, trust_remote_code=args.trust_remote_code)
@@ -222,8 +222,8 @@ def release_command(args):
     for name, path in files_to_push(out, NOT_PUSHED).items():  # exactly what --push uploads
         print(f"  {name}  ({path.stat().st_size:,} bytes)")
     if args.push:
-        from training.hub_push import push_folder
-        from training.release import finish_mteb_submission
+        from hpd_toolkit.training.hub_push import push_folder
+        from hpd_toolkit.training.release import finish_mteb_submission
 
         pushed = push_folder(out, args.repo_id, private=args.private, revision=args.revision,
                              commit_message=args.commit_message or f"Release {args.repo_id} with hpd release",
@@ -329,7 +329,7 @@ def build_parser():
     )
     mteb.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
                       "default model in releases/)")
-    mteb.add_argument("--tasks", default="STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICK-R",
+    mteb.add_argument("--tasks", default=",".join(task.mteb for task in TASK_TABLE.values()),
                       help="comma-separated mteb task names: the STS tasks and SciFact (default: %(default)s)")
     mteb.add_argument("--data", help="folder of the raw official releases (e.g. ../shared/data/sts-raw) or, for "
                       "SciFact, the folder holding scifact/ in BEIR format (e.g. ../shared/data/retrieval)")

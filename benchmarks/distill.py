@@ -33,7 +33,7 @@ TRAINING_VARIANTS = [
 
 
 def model_config(model):
-    from training.convert import load_hpd
+    from hpd_toolkit.training.convert import load_hpd
 
     return load_hpd(model)[0].config
 
@@ -42,7 +42,7 @@ def stage_run(model, corpus, size, pca_sentences, valid_sentences, work):
     """In a fresh process: sentences, teacher and projection stages for `size` sentences; prints JSON."""
     from accelerate import Accelerator
 
-    from training.distill import DistillConfig, prepare_sentences_stage, projection_stage, teacher_stage
+    from hpd_toolkit.training.distill import DistillConfig, prepare_sentences_stage, projection_stage, teacher_stage
 
     # --pca-sentences is fixed, so the sizes differ in corpus only (the PCA sample is held in RAM)
     config = DistillConfig(teacher=model, student=model, corpus=[corpus], output=str(Path(work) / "out"),
@@ -61,7 +61,7 @@ def stage_run(model, corpus, size, pca_sentences, valid_sentences, work):
 
 def training_rows(model, corpus, steps, batch_size, work):
     """Each TRAINING_VARIANT for `steps` steps of `batch_size` on the same cached teacher vectors."""
-    from training.distill import DistillConfig, distill
+    from hpd_toolkit.training.distill import DistillConfig, distill
 
     config = model_config(model)
     layers = [0, 2, 3, 5] if config.num_hidden_layers == 6 else None  # the reproduction's cut of MiniLM-L6
@@ -104,8 +104,8 @@ def main():
         model, size, pca, work = args.stage_run
         return stage_run(model, args.corpus, int(size), int(pca), min(1000, int(pca)), work)
 
-    from eval.sts import encode_by_length, load_encoder
-    from training.corpus import prepare_sentences
+    from hpd_toolkit.eval.sts import encode_by_length, load_encoder
+    from hpd_toolkit.training.corpus import prepare_sentences
 
     rows = []
     sentences = prepare_sentences([args.corpus], args.compare_sentences, valid_sentences=0)[0]

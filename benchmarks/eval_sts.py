@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eval.sts import TASKS, evaluate_sts, load_encoder, load_pairs, spearman_x100  # noqa: E402
+from hpd_toolkit.eval.sts import TASKS, evaluate_sts, load_encoder, load_pairs, spearman_x100  # noqa: E402
 
 
 def plain_loop(encoder, data, batch_size, tasks):

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eval.retrieval import DEFAULT_EF_SEARCH, RECALL_AT, VectorIndex  # noqa: E402
+from hpd_toolkit.eval.retrieval import DEFAULT_EF_SEARCH, RECALL_AT, VectorIndex  # noqa: E402
 
 HPD_SETTINGS = (("float32", 0), ("int8", 0), ("binary", 0), ("binary", 100))
 GOALS = {"memory_float32": 6.0, "memory_binary": 48.0, "query_speed": 8.0}
@@ -39,8 +39,8 @@ GOALS = {"memory_float32": 6.0, "memory_binary": 48.0, "query_speed": 8.0}
 
 
 def measure(args):
-    from eval.retrieval import evaluate_retrieval
-    from eval.sts import load_encoder
+    from hpd_toolkit.eval.retrieval import evaluate_retrieval
+    from hpd_toolkit.eval.sts import load_encoder
 
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="hpd-retrieval-bench-")
     plan = [("teacher", args.teacher, [("float32", 0)])]

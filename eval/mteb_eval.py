@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.retrieval import RETRIEVAL_TASKS, load_beir
-from eval.sts import TASK_ALIASES, TASKS, load_encoder, load_pairs, parse_tasks
-from training.convert import weights_sha256
+from hpd_toolkit.eval.retrieval import RETRIEVAL_TASKS, load_beir
+from hpd_toolkit.eval.sts import TASK_TABLE, TASKS, canonical_task, load_encoder, load_pairs, parse_tasks
+from hpd_toolkit.training.convert import weights_sha256
 
-MTEB_NAMES = {"SICKRelatedness": "SICK-R"}  # our canonical task name -> mteb's, where they differ
 # Not *.json: mteb's result loaders take every other .json beside model_meta.json for a task result.
 PROVENANCE_FILE = "hpd_provenance.jsonl"
 META_IMPORTS = """from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
@@ -47,7 +46,9 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
     (`data_dir`/STS12, ...), retrieval tasks their BEIR folder (`data_dir`/scifact).
     `name` ("org/name") overrides the model name in the results layout and the ModelMeta. A NaN or infinite
     score is an error and then no file is written: mteb would write it as a result, ready for a pull request."""
-    import mteb
+    from hpd_inference import require
+
+    mteb = require("mteb", "hpd eval mteb", "pip install 'hpd-toolkit[eval]'")
     from mteb.models import SentenceTransformerEncoderWrapper
 
     names, retrieval_names = split_tasks(tasks)
@@ -68,7 +69,7 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
     # mteb takes the model's name and revision (hence the results folder) from this attribute.
     wrapper.mteb_model_meta = meta = _model_meta(model, encoder, name)
 
-    mteb_tasks = mteb.get_tasks(tasks=[MTEB_NAMES.get(name, name) for name in names] + retrieval_names)
+    mteb_tasks = mteb.get_tasks(tasks=[TASK_TABLE[name].mteb for name in names] + retrieval_names)
     if data_dir is not None:
         sts_tasks = [task for task in mteb_tasks if task.metadata.name not in beir]
         if sts_tasks:
@@ -112,7 +113,7 @@ def run_mteb(model, tasks, output_folder, data_dir=None, batch_size=64, show_pro
                               for task, entry in provenance.items()})
 
     main_scores = {r.task_name: r.get_score() for r in result.task_results}  # cosine_spearman; ndcg_at_10
-    order = [MTEB_NAMES.get(name, name) for name in names] + retrieval_names
+    order = [TASK_TABLE[name].mteb for name in names] + retrieval_names
     return {
         "scores": {name: round(100 * float(main_scores[name]), 2) for name in order},
         "results_folder": str(folder),
@@ -131,7 +132,7 @@ def split_tasks(tasks):
     names = [name.strip() for name in tasks]
     retrieval = [name for name in RETRIEVAL_TASKS if name in names]
     others = [name for name in names if name not in RETRIEVAL_TASKS]
-    unknown = [name for name in others if TASK_ALIASES.get(name, name) not in TASKS]
+    unknown = [name for name in others if canonical_task(name) not in TASKS]
     if unknown or not names:
         raise ValueError(f"unknown task {', '.join(unknown) or '(none given)'}; choose from "
                          f"{', '.join([*TASKS, *RETRIEVAL_TASKS])} (aliases STS-B, SICK-R).")
@@ -218,7 +219,7 @@ def _feed_local_data(mteb_tasks, pairs):
     """Gives each mteb task our pairs as its test split and marks it loaded, so mteb never calls load_data."""
     from datasets import Dataset, DatasetDict
 
-    ours = {MTEB_NAMES.get(name, name): name for name in pairs}
+    ours = {TASK_TABLE[name].mteb: name for name in pairs}
     for task in mteb_tasks:
         column1, column2 = task.column_names  # ("sentence1", "sentence2") for every STS task, plus "score"
         columns = {column1: [], column2: [], "score": []}

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eval.sts import encode_by_length, load_any_encoder, read_utf8
+from hpd_toolkit.eval.sts import encode_by_length, load_any_encoder, read_utf8
 
 RETRIEVAL_TASKS = {"SciFact": "scifact"}  # mteb task name -> its BEIR folder name under `hpd eval mteb --data`
 INDEX_TYPES = ("flat", "hnsw")

@@ -15,9 +15,22 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import spearmanr
 
-TASKS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness")
-COLUMNS = {"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}  # table headings as in the paper
-TASK_ALIASES = {"STS-B": "STSBenchmark", "STSB": "STSBenchmark", "SICK-R": "SICKRelatedness", "SICKR": "SICKRelatedness"}
+
+class Task(NamedTuple):
+    """One STS task under every name it goes by; the key of TASK_TABLE is the canonical name (results files)."""
+
+    column: str  # heading in tables, as in the paper
+    mteb: str  # mteb's task name
+    dataset: str  # MTEB's dataset on the Hub (the model card's model-index)
+    aliases: tuple[str, ...] = ()  # also accepted by --tasks
+
+
+TASK_TABLE = {  # in the paper's order
+    **{year: Task(year, year, f"mteb/{year.lower()}-sts") for year in ("STS12", "STS13", "STS14", "STS15", "STS16")},
+    "STSBenchmark": Task("STS-B", "STSBenchmark", "mteb/stsbenchmark-sts", aliases=("STS-B", "STSB")),
+    "SICKRelatedness": Task("SICK-R", "SICK-R", "mteb/sickr-sts", aliases=("SICK-R", "SICKR")),
+}
+TASKS = tuple(TASK_TABLE)
 
 SUBSETS = {
     "STS12": ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews"),
@@ -79,11 +92,17 @@ class Pairs(NamedTuple):
     scores: list[float]
 
 
+def canonical_task(name):
+    """A task's key in TASK_TABLE from any of its names (STS-B -> STSBenchmark); an unknown name comes back as is."""
+    name = name.strip()
+    return next((key for key, task in TASK_TABLE.items() if name in (key, task.mteb, *task.aliases)), name)
+
+
 def parse_tasks(names):
     """'STS12,STS-B,SICK-R' or a list -> canonical task names, in TASKS order; unknown names are an error."""
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
-    canonical = [TASK_ALIASES.get(n.strip(), n.strip()) for n in names]
+    canonical = [canonical_task(n) for n in names]
     unknown = [n for n in canonical if n not in TASKS]
     if unknown or not canonical:
         raise ValueError(f"unknown task {', '.join(unknown) or '(none given)'}; choose from {', '.join(TASKS)} "
@@ -216,7 +235,7 @@ def load_encoder(model, max_seq_length=None, device=None, trust_remote_code=Fals
     code shipped with any other model runs only with `trust_remote_code`."""
     from sentence_transformers import SentenceTransformer
 
-    from training.convert import load_error, register_hpd_classes
+    from hpd_toolkit.training.convert import load_error, register_hpd_classes
 
     path = Path(model).expanduser()
     if not path.is_dir() and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1):
@@ -373,7 +392,7 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
         }
     scores = {task: round(d["spearman"], 2) for task, d in details.items()}
     scores["Avg"] = round(float(np.mean([d["spearman"] for d in details.values()])), 2)
-    from training.convert import weights_sha256
+    from hpd_toolkit.training.convert import weights_sha256
 
     local_folder = isinstance(model, (str, Path)) and Path(model).expanduser().is_dir()
     return {
@@ -402,7 +421,7 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
 def format_table(results, compare=False):
     """The paper's table: STS12 ... SICK-R, Avg; with `compare`, the published rows and their gap to this model."""
     tasks = [t for t in TASKS if t in results["scores"]]
-    headings = [COLUMNS.get(t, t) for t in tasks] + ["Avg"]
+    headings = [TASK_TABLE[t].column for t in tasks] + ["Avg"]
     ours = [results["scores"][t] for t in tasks] + [results["scores"]["Avg"]]
     name = Path(results["model"]).name or results["model"]
     variant = [results.get("backend", "torch") if results.get("file_name") is None else

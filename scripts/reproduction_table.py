@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eval.sts import COLUMNS, PUBLISHED, TASKS  # noqa: E402
+from hpd_toolkit.eval.sts import PUBLISHED, TASK_TABLE, TASKS  # noqa: E402
 
 # What the paper's models are (HPD paper, Table 1; SimCSE-RoBERTa-large is its teacher): parameters, dimension.
 PUBLISHED_SIZES = {"HPD-TinyBERT-F128": (14.3e6, 128), "HPD-MiniLM-F128": (22.7e6, 128),
@@ -42,7 +42,7 @@ def load_rows(results_specs, speed_file):
 
 
 def markdown(rows):
-    headings = [COLUMNS.get(t, t) for t in TASKS] + ["Avg", "parameters", "dim", "CPU sentences/s",
+    headings = [TASK_TABLE[t].column for t in TASKS] + ["Avg", "parameters", "dim", "CPU sentences/s",
                                                     "bytes/sentence"]
     lines = ["| model | " + " | ".join(headings) + " |", "|---" * (len(headings) + 1) + "|"]
     for name, row in rows.items():

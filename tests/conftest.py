@@ -92,3 +92,11 @@ def hub(hub_env):
         yield server
         unknown = [request for request in server.requests if request[2] == 404]
         assert not unknown, f"the client sent requests the fake Hub does not know: {unknown}"
+
+
+def run_script(relative, *args, env=None):
+    """Runs a file of scripts/ or benchmarks/ as a user would, offline; asserts success, returns its stdout."""
+    result = subprocess.run([sys.executable, str(REPO / relative), *map(str, args)], capture_output=True, text=True,
+                            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})})
+    assert result.returncode == 0, f"{relative} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result.stdout

@@ -18,10 +18,10 @@ from test_eval_mteb import _write_raw_sts
 from test_eval_sts import FixedCosineEncoder, write_year
 
 import hpd_cli
-from eval.sts import write_results
+from hpd_toolkit.eval.sts import write_results
 from modeling_hpd import HPDModel
-from training.convert import save_hpd_folder
-from training.output_dir import MARKER, check_target, replace_folder
+from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_toolkit.training.output_dir import MARKER, check_target, replace_folder
 
 
 def hpd(capsys, *args):

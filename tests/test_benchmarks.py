@@ -1,22 +1,16 @@
 """Smoke tests: every benchmark runs end to end on tiny inputs and prints its table, so none can rot unseen."""
 
 import json
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, WORDS, tiny_model
-from training.convert import save_hpd_folder
+from conftest import WORDS, run_script, tiny_model
+from hpd_toolkit.training.convert import save_hpd_folder
 
 
 def run_benchmark(name, *args):
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *map(str, args)], capture_output=True,
-                            text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return run_script(f"benchmarks/{name}", *args)
 
 
 def test_distill_benchmark_prints_before_and_after(tmp_path, tokenizer):
@@ -51,7 +45,7 @@ def test_encode_speed_benchmark_exported_rows(tmp_path, tokenizer, shared_data):
     """Torch, ONNX float32 and ONNX int8 rows of one tiny model: each exported row has its speed-up over the torch
     row of the same folder, its file size and its STS average."""
     pytest.importorskip("onnxruntime", reason="the ONNX runtime is an extra: pip install -e '.[onnx]'")
-    from training.export import export, onnx_int8_file
+    from hpd_toolkit.training.export import export, onnx_int8_file
 
     save_hpd_folder(tiny_model(seed=1), tokenizer, tmp_path / "m")
     export(tmp_path / "m", quantize="int8-dynamic", progress=lambda message: None)

@@ -8,8 +8,8 @@ import torch
 
 import hpd_cli
 from conftest import run_python
-from training.convert import weights_sha256
-from training.release import check_release, example_sentences
+from hpd_toolkit.training.convert import weights_sha256
+from hpd_toolkit.training.release import check_release, example_sentences
 
 FOLDER = hpd_cli.DEFAULT_MODEL
 pytestmark = pytest.mark.integration

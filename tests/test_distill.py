@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 import hpd_cli
 from conftest import REPO, WORDS, tiny_model
 from modeling_hpd import HPDModel
-from training.convert import save_hpd_folder
-from training.corpus import prepare_sentences, read_corpus, wiki_sentences
-from training.distill import DistillConfig, TeacherStore, build_student, distill, fit_projection
+from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_toolkit.training.corpus import prepare_sentences, read_corpus, wiki_sentences
+from hpd_toolkit.training.distill import DistillConfig, TeacherStore, build_student, distill, fit_projection
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
@@ -78,20 +78,20 @@ def test_finished_stages_are_skipped(models, tmp_path, monkeypatch):
     distill(config)
     before = (tmp_path / "out" / "model.safetensors").read_bytes()
 
-    import eval.sts
+    from hpd_toolkit.eval import sts
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the teacher stage ran again")
 
-    monkeypatch.setattr(eval.sts, "encode_by_length", no_encoding)
+    monkeypatch.setattr(sts, "encode_by_length", no_encoding)
     monkeypatch.setattr(torch.optim.AdamW, "step", no_encoding)
     distill(config)
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
 
 
 def test_resume_after_a_kill_in_teacher_encoding(models, tmp_path, monkeypatch):
-    import eval.sts
-    from eval.sts import encode_by_length, load_encoder
+    from hpd_toolkit.eval import sts
+    from hpd_toolkit.eval.sts import encode_by_length, load_encoder
 
     config = config_for(models, tmp_path, epochs=1)
     calls = []
@@ -102,7 +102,7 @@ def test_resume_after_a_kill_in_teacher_encoding(models, tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed")
         return encode_by_length(*args, **kwargs)
 
-    monkeypatch.setattr(eval.sts, "encode_by_length", dies_on_the_fourth_chunk)
+    monkeypatch.setattr(sts, "encode_by_length", dies_on_the_fourth_chunk)
     with pytest.raises(KeyboardInterrupt):
         distill(config)
     teacher_dir = config.teacher_dir(config.teacher[0])
@@ -110,7 +110,7 @@ def test_resume_after_a_kill_in_teacher_encoding(models, tmp_path, monkeypatch):
     assert [c.name for c in chunks] == ["chunk_000000.npy", "chunk_000001.npy", "chunk_000002.npy"]
 
     encoded_again = []
-    monkeypatch.setattr(eval.sts, "encode_by_length", lambda *a, **k: encoded_again.append(1) or encode_by_length(*a, **k))
+    monkeypatch.setattr(sts, "encode_by_length", lambda *a, **k: encoded_again.append(1) or encode_by_length(*a, **k))
     distill(config)
     sentences = [*(tmp_path / "out.work/sentences/valid.txt").read_text().splitlines(),
                  *(tmp_path / "out.work/sentences/train.txt").read_text().splitlines()]
@@ -248,10 +248,10 @@ def test_deduplicated_seeded_shuffle_and_split(tmp_path):
     (".toml", 'teacher = "T"\nstudent = "S"\ncorpus = ["a.txt"]\noutput = "out"\ndim = 64\nwarmup-steps = 7\n'),
 ])
 def test_config_file_with_flags_overriding_it(tmp_path, monkeypatch, suffix, text):
-    import training.distill
+    import hpd_toolkit.training.distill
 
     seen = []
-    monkeypatch.setattr(training.distill, "distill", seen.append)
+    monkeypatch.setattr(hpd_toolkit.training.distill, "distill", seen.append)
     (tmp_path / f"run{suffix}").write_text(text)
     assert hpd_cli.main(["distill", "--config", str(tmp_path / f"run{suffix}"), "--dim", "32"]) == 0
     assert (seen[0].teacher, seen[0].corpus, seen[0].dim, seen[0].warmup_steps) == (["T"], ["a.txt"], 32, 7)
@@ -353,11 +353,11 @@ def test_error_for_a_work_dir_made_with_other_data_settings(models, tmp_path, ca
 
 
 def test_other_training_settings_reuse_the_teacher_vectors(models, tmp_path, monkeypatch):
-    import eval.sts
+    from hpd_toolkit.eval import sts
 
     first = config_for(models, tmp_path, epochs=1)
     distill(first)
-    monkeypatch.setattr(eval.sts, "encode_by_length", lambda *a, **k: pytest.fail("the teacher ran again"))
+    monkeypatch.setattr(sts, "encode_by_length", lambda *a, **k: pytest.fail("the teacher ran again"))
     second = config_for(models, tmp_path, epochs=1, lr=3e-4, projection="pca-centered", dim=6)
     distill(second)
     assert first.run_dir() != second.run_dir() and first.run_dir().is_dir()
@@ -366,11 +366,11 @@ def test_other_training_settings_reuse_the_teacher_vectors(models, tmp_path, mon
 
 
 def test_more_or_fewer_sentences_reuse_the_encoded_chunks(models, tmp_path, monkeypatch):
-    import eval.sts
-    from eval.sts import encode_by_length, load_encoder
+    from hpd_toolkit.eval import sts
+    from hpd_toolkit.eval.sts import encode_by_length, load_encoder
 
     encoded = []
-    monkeypatch.setattr(eval.sts, "encode_by_length", lambda *a, **k: encoded.append(len(a[1])) or encode_by_length(*a, **k))
+    monkeypatch.setattr(sts, "encode_by_length", lambda *a, **k: encoded.append(len(a[1])) or encode_by_length(*a, **k))
     small = config_for(models, tmp_path, epochs=1, max_sentences=250)  # 20 valid + 250 train: chunks 0-4
     distill(small)
     assert encoded == [64, 64, 64, 64, 14]  # the last chunk only as far as needed: no teacher work wasted
@@ -410,7 +410,7 @@ def test_bfloat16_teacher_is_close_to_float32_and_keeps_its_own_vectors(models, 
 
 
 def test_least_squares_head_recovers_a_linear_tanh_map(models, tokenizer):
-    from training.distill import fit_head, student_embeddings
+    from hpd_toolkit.training.distill import fit_head, student_embeddings
 
     student, _ = build_student(str(models / "student"), 8, seed=0)
     sentences = (models / "corpus.txt").read_text().splitlines()[:300]

@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 import hpd_cli
 from conftest import tiny_model
 from test_distill import NO_DROPOUT, config_for, models, read_log, run_distill  # noqa: F401 (fixture)
-from training.convert import save_hpd_folder
-from training.corpus import prepare_sentences, read_corpus
-from training.distill import DistillConfig, TeacherStore, distill
+from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_toolkit.training.corpus import prepare_sentences, read_corpus
+from hpd_toolkit.training.distill import DistillConfig, TeacherStore, distill
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,11 @@ def second_teacher(models, tokenizer):
 
 
 def count_encodings(monkeypatch):
-    import eval.sts
-    from eval.sts import encode_by_length
+    from hpd_toolkit.eval import sts
+    from hpd_toolkit.eval.sts import encode_by_length
 
     calls = []
-    monkeypatch.setattr(eval.sts, "encode_by_length",
+    monkeypatch.setattr(sts, "encode_by_length",
                         lambda encoder, sentences, *a, **k: calls.append(len(sentences)) or
                         encode_by_length(encoder, sentences, *a, **k))
     return calls
@@ -54,7 +54,7 @@ def test_two_teachers_share_one_target_and_adding_one_encodes_only_it(models, se
     assert a.shape[1] == 24 and b.shape[1] == 12
     from accelerate import Accelerator
 
-    from training.distill import teacher_stage
+    from hpd_toolkit.training.distill import teacher_stage
 
     sentences = [""] * total  # every vector is cached: nothing is encoded
     joint = teacher_stage(two, tmp_path / "out.work", sentences, total, Accelerator(cpu=True)).rows(np.arange(total))
@@ -138,7 +138,7 @@ def test_passages_and_mixed_units(tmp_path):
     assert list(read_corpus([tmp_path / "wiki"], unit="mixed")) == [*sentences[:3], passages[0], sentences[3]]
     long = " ".join(f"Sentence number {i} has exactly seven words here." for i in range(50))
     pieces = list(read_corpus([tmp_path / "long.txt"], unit="paragraph")) if False else None
-    from training.corpus import MAX_PASSAGE_WORDS, wiki_sentences
+    from hpd_toolkit.training.corpus import MAX_PASSAGE_WORDS, wiki_sentences
 
     pieces = list(wiki_sentences([long], unit="paragraph"))
     assert len(pieces) == 3 and all(len(p.split()) <= MAX_PASSAGE_WORDS for p in pieces)

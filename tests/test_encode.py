@@ -6,7 +6,7 @@ from conftest import tiny_model
 
 import hpd_cli
 from modeling_hpd import HPDModel
-from training.convert import save_hpd_folder
+from hpd_toolkit.training.convert import save_hpd_folder
 
 SENTENCES = ["A man is playing a guitar.", "", "Someone plays an instrument on a stage tonight."]
 
@@ -57,13 +57,13 @@ def test_error_when_the_default_model_is_missing(monkeypatch, tmp_path, capsys):
 
 def test_long_inputs_are_encoded_and_written_in_chunks(tiny_folder, tmp_path, capsys, monkeypatch):
     """Memory stays flat: no call sees more than ENCODE_CHUNK sentences, and the rows land where they belong."""
-    import eval.sts
+    from hpd_toolkit.eval import sts
 
     sentences = [f"the dog runs {'far ' * (i % 7)}number {i}." for i in range(23)]
     (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n")
     calls = []
-    real = eval.sts.encode_by_length
-    monkeypatch.setattr(eval.sts, "encode_by_length", lambda encoder, chunk, **kw: calls.append(len(chunk))
+    real = sts.encode_by_length
+    monkeypatch.setattr(sts, "encode_by_length", lambda encoder, chunk, **kw: calls.append(len(chunk))
                         or real(encoder, chunk, **kw))
     monkeypatch.setattr(hpd_cli, "ENCODE_CHUNK", 5)
     for output in ("e.npy", None):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import WORDS, tiny_model
-from eval.sts import SUBSETS, load_encoder, spearman_x100
-from training.convert import save_hpd_folder, weights_sha256
+from hpd_toolkit.eval.sts import SUBSETS, load_encoder, spearman_x100
+from hpd_toolkit.training.convert import save_hpd_folder, weights_sha256
 
 PUBLISHED_MINILM = {"STS12": 72.37, "STS13": 80.60, "STS14": 75.59, "STS15": 85.39, "STS16": 78.99,
                     "STSBenchmark": 82.03}  # mteb's all-MiniLM-L6-v2 results
@@ -51,7 +51,7 @@ def test_mteb_scores_local_raw_files_and_writes_its_layout(tmp_path, tokenizer, 
     import mteb
     from mteb.results import TaskResult
 
-    from eval.mteb_eval import run_mteb
+    from hpd_toolkit.eval.mteb_eval import run_mteb
 
     model_dir = tmp_path / "tiny-hpd"
     save_hpd_folder(tiny_model(seed=5, pooling="mean", max_seq_length=32), tokenizer, model_dir)
@@ -104,7 +104,7 @@ def test_mteb_scores_local_raw_files_and_writes_its_layout(tmp_path, tokenizer, 
     assert meta.use_instructions is False and meta.loader_kwargs == {"trust_remote_code": True}
 
     # where each task's data came from, for `hpd release`; not *.json, which mteb's loaders take for a task result
-    from eval.mteb_eval import read_provenance
+    from hpd_toolkit.eval.mteb_eval import read_provenance
 
     assert (folder / "hpd_provenance.jsonl").is_file()
     recorded = read_provenance(folder)
@@ -138,10 +138,10 @@ def test_which_shared_raw_files_equal_mtebs_datasets(shared_data):
     has 9,927 pairs from the SemEval split files, not the 9,840 of SICK.txt."""
     import mteb
 
-    from eval.mteb_eval import MTEB_NAMES, _feed_local_data, local_data_difference
-    from eval.sts import TASKS, load_pairs
+    from hpd_toolkit.eval.mteb_eval import _feed_local_data, local_data_difference
+    from hpd_toolkit.eval.sts import TASK_TABLE, load_pairs
 
-    tasks = mteb.get_tasks(tasks=[MTEB_NAMES.get(name, name) for name in TASKS])
+    tasks = mteb.get_tasks(tasks=[task.mteb for task in TASK_TABLE.values()])
     _feed_local_data(tasks, load_pairs(shared_data / "sts-raw", protocol="mteb"))
     differences = {task.metadata.name: local_data_difference(task) for task in tasks}
     assert differences.pop("STSBenchmark") is None
@@ -151,7 +151,7 @@ def test_which_shared_raw_files_equal_mtebs_datasets(shared_data):
 
 
 def test_missing_data_file_and_unknown_task_fail_before_loading_the_model(tmp_path):
-    from eval.mteb_eval import run_mteb
+    from hpd_toolkit.eval.mteb_eval import run_mteb
 
     with pytest.raises(ValueError, match="unknown task STS99"):
         run_mteb("/nonexistent-model", ["STS99"], tmp_path / "out", data_dir=tmp_path)
@@ -188,4 +188,16 @@ def test_malformed_name_is_one_clear_line(capsys):
     import hpd_cli
 
     assert hpd_cli.main(["eval", "mteb", "--model", "x", "--output-folder", "o", "--name", "no-org"]) == 1
-    assert "--name must look like ORG/NAME" in capsys.readouterr().err
+    assert "--name 'no-org' is not a Hub id of the form ORG/NAME" in capsys.readouterr().err
+
+
+def test_without_mteb_installed_the_command_names_the_extra(capsys, monkeypatch):
+    import sys
+
+    import hpd_cli
+
+    monkeypatch.setitem(sys.modules, "mteb", None)  # import mteb now raises ImportError
+    assert hpd_cli.main(["eval", "mteb", "--model", "x", "--output-folder", "o"]) == 1
+    err = capsys.readouterr().err
+    assert "hpd eval mteb needs the mteb package" in err and "pip install 'hpd-toolkit[eval]'" in err
+    assert "Traceback" not in err

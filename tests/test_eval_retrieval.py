@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import WORDS, tiny_model
-from training.convert import save_hpd_folder, weights_sha256
+from hpd_toolkit.training.convert import save_hpd_folder, weights_sha256
 
 faiss = pytest.importorskip("faiss", reason="faiss-cpu is not installed: pip install -e '.[retrieval]'")
 
@@ -50,7 +50,7 @@ def tiny_hpd(tmp_path, tokenizer):
 
 
 def test_ndcg_and_recall_by_hand_with_graded_relevance():
-    from eval.retrieval import retrieval_scores
+    from hpd_toolkit.eval.retrieval import retrieval_scores
 
     qrels = {
         "q1": {"d1": 2, "d2": 1, "d3": 0},  # graded; d3 judged not relevant
@@ -78,7 +78,7 @@ def test_ndcg_and_recall_by_hand_with_graded_relevance():
 
 
 def test_ndcg_cuts_at_ten():
-    from eval.retrieval import retrieval_scores
+    from hpd_toolkit.eval.retrieval import retrieval_scores
 
     run = {"q": {**{f"x{i}": 1 - i / 100 for i in range(10)}, "d": 0.5}}  # the relevant one is 11th
     assert retrieval_scores(run, {"q": {"d": 1}}) == {"ndcg_at_10": 0.0, "recall_at_100": 1.0}
@@ -93,7 +93,7 @@ def _unit(rng, rows, dim):
 
 
 def test_flat_index_returns_exactly_the_brute_force_top_k():
-    from eval.retrieval import VectorIndex
+    from hpd_toolkit.eval.retrieval import VectorIndex
 
     rng = np.random.default_rng(0)
     corpus, queries = _unit(rng, 600, 64), _unit(rng, 25, 64)
@@ -121,7 +121,7 @@ def test_flat_index_returns_exactly_the_brute_force_top_k():
 
 
 def test_binary_and_int8_round_trip():
-    from eval.retrieval import VectorIndex
+    from hpd_toolkit.eval.retrieval import VectorIndex
 
     rng = np.random.default_rng(1)
     corpus = _unit(rng, 300, 32)
@@ -143,7 +143,7 @@ def test_binary_and_int8_round_trip():
 
 
 def test_rescoring_reranks_candidates_by_exact_cosine():
-    from eval.retrieval import VectorIndex
+    from hpd_toolkit.eval.retrieval import VectorIndex
 
     rng = np.random.default_rng(2)
     corpus = _unit(rng, 500, 64)
@@ -161,7 +161,7 @@ def test_rescoring_reranks_candidates_by_exact_cosine():
 @pytest.mark.parametrize("index_type", ["flat", "hnsw"])
 @pytest.mark.parametrize("precision", ["float32", "int8", "binary"])
 def test_index_bytes_agree_with_the_serialised_index(index_type, precision):
-    from eval.retrieval import VectorIndex
+    from hpd_toolkit.eval.retrieval import VectorIndex
 
     index = VectorIndex(_unit(np.random.default_rng(3), 2000, 64), index_type, precision)
     serialise = faiss.serialize_index_binary if precision == "binary" else faiss.serialize_index
@@ -176,17 +176,17 @@ def test_index_bytes_agree_with_the_serialised_index(index_type, precision):
 
 def _count_encodings(monkeypatch):
     """Patches the encoder helper used for the corpus and the batched queries; returns the list of text lists."""
-    import eval.retrieval
+    from hpd_toolkit.eval import retrieval
 
-    calls, original = [], eval.retrieval.encode_by_length
-    monkeypatch.setattr(eval.retrieval, "encode_by_length",
+    calls, original = [], retrieval.encode_by_length
+    monkeypatch.setattr(retrieval, "encode_by_length",
                         lambda encoder, texts, *a, **k: (calls.append(list(texts)), original(encoder, texts, *a, **k))[1])
     return calls
 
 
 def test_command_scores_writes_json_and_reuses_the_document_cache(tmp_path, tiny_hpd, monkeypatch, capsys):
     import hpd_cli
-    from eval.retrieval import document_texts, load_beir
+    from hpd_toolkit.eval.retrieval import document_texts, load_beir
 
     data = write_beir(tmp_path / "scifact-mini")
     documents = document_texts(load_beir(data))
@@ -222,7 +222,7 @@ def test_command_scores_writes_json_and_reuses_the_document_cache(tmp_path, tiny
 
 
 def test_document_cache_is_invalidated_by_another_model_or_another_text(tmp_path, tiny_hpd, tokenizer, monkeypatch):
-    from eval.retrieval import evaluate_retrieval
+    from hpd_toolkit.eval.retrieval import evaluate_retrieval
 
     data = write_beir(tmp_path / "beir")
     cache = tmp_path / "cache"
@@ -248,8 +248,8 @@ def test_document_cache_is_invalidated_by_another_model_or_another_text(tmp_path
 
 
 def test_cached_vectors_equal_fresh_ones_and_a_damaged_entry_is_replaced(tmp_path, tiny_hpd):
-    from eval.retrieval import cached_document_vectors, encoder_fingerprint, normalize
-    from eval.sts import encode_by_length, load_encoder
+    from hpd_toolkit.eval.retrieval import cached_document_vectors, encoder_fingerprint, normalize
+    from hpd_toolkit.eval.sts import encode_by_length, load_encoder
 
     encoder = load_encoder(str(tiny_hpd))
     texts = [_text(random.Random(i)) for i in range(30)]
@@ -270,7 +270,7 @@ def test_cached_vectors_equal_fresh_ones_and_a_damaged_entry_is_replaced(tmp_pat
 
 
 def test_queries_that_copy_a_document_find_it_first(tmp_path, tiny_hpd):
-    from eval.retrieval import document_texts, evaluate_retrieval, load_beir
+    from hpd_toolkit.eval.retrieval import document_texts, evaluate_retrieval, load_beir
 
     folder = write_beir(tmp_path / "beir")
     data = load_beir(folder)
@@ -288,8 +288,8 @@ def test_queries_that_copy_a_document_find_it_first(tmp_path, tiny_hpd):
 
 
 def test_a_sentence_transformers_folder_works_too(tmp_path, tiny_hpd):
-    from eval.retrieval import evaluate_retrieval
-    from training.convert import convert
+    from hpd_toolkit.eval.retrieval import evaluate_retrieval
+    from hpd_toolkit.training.convert import convert
 
     st_folder = convert(str(tiny_hpd), tmp_path / "st", to="sentence-transformers")
     data = write_beir(tmp_path / "beir")
@@ -301,7 +301,7 @@ def test_a_sentence_transformers_folder_works_too(tmp_path, tiny_hpd):
 def test_an_exported_onnx_graph_scores_as_pytorch_and_has_a_cache_entry_of_its_own(tmp_path, tiny_hpd, capsys):
     pytest.importorskip("onnxruntime", reason="the ONNX runtime is an extra: pip install -e '.[onnx]'")
     import hpd_cli
-    from eval.retrieval import evaluate_retrieval
+    from hpd_toolkit.eval.retrieval import evaluate_retrieval
 
     assert hpd_cli.main(["export", str(tiny_hpd), "--quantize", "int8-dynamic"]) == 0
     data, cache = write_beir(tmp_path / "beir"), tmp_path / "cache"
@@ -381,8 +381,8 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, damage, message):
 
 def test_mteb_scifact_from_local_beir_files_beside_sts(tmp_path, tiny_hpd, capsys):
     import hpd_cli
-    from eval.mteb_eval import read_provenance
-    from eval.retrieval import evaluate_retrieval
+    from hpd_toolkit.eval.mteb_eval import read_provenance
+    from hpd_toolkit.eval.retrieval import evaluate_retrieval
     from test_eval_mteb import _write_raw_sts
 
     # more than 1,000 documents: mteb's nAUC of Recall@1000 is NaN (and refused) when every query has the same recall
@@ -420,7 +420,7 @@ def test_mteb_scifact_from_local_beir_files_beside_sts(tmp_path, tiny_hpd, capsy
 
 
 def test_mteb_scifact_missing_or_bad_data_fails_before_loading_the_model(tmp_path):
-    from eval.mteb_eval import run_mteb
+    from hpd_toolkit.eval.mteb_eval import run_mteb
 
     with pytest.raises(FileNotFoundError, match="scifact: no such folder; SciFact is read from DIR/scifact in BEIR"):
         run_mteb("/nonexistent-model", ["SciFact"], tmp_path / "out", data_dir=tmp_path)
@@ -438,8 +438,8 @@ def test_shared_scifact_equals_mtebs_dataset_by_its_statistics(shared_data):
     characters, lengths and distinct texts, judgements per query, distinct relevant documents all agree."""
     import mteb
 
-    from eval.mteb_eval import _feed_local_retrieval, beir_folder, local_data_difference
-    from eval.retrieval import load_beir
+    from hpd_toolkit.eval.mteb_eval import _feed_local_retrieval, beir_folder, local_data_difference
+    from hpd_toolkit.eval.retrieval import load_beir
 
     data = load_beir(beir_folder(shared_data / "retrieval", "SciFact"))
     assert (len(data.doc_ids), len(data.query_ids), sum(len(j) for j in data.qrels.values())) == (5183, 300, 339)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import hpd_cli
-from eval.sts import SUBSETS, encode_distinct, evaluate_sts, format_table, load_encoder, load_pairs, parse_tasks
+from hpd_toolkit.eval.sts import (SUBSETS, encode_distinct, evaluate_sts, format_table, load_encoder, load_pairs,
+                                  parse_tasks)
 
 
 class FixedCosineEncoder:
@@ -204,7 +205,7 @@ def test_error_for_nan_embeddings(sts12):
 
 
 def test_output_json_has_the_scores_scripts_rely_on(sts12, tmp_path):
-    from eval.sts import write_results
+    from hpd_toolkit.eval.sts import write_results
 
     data, encoder = sts12
     results = evaluate_sts(encoder, data, tasks=["STS12"], show_progress_bar=False)

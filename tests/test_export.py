@@ -13,8 +13,8 @@ from conftest import REPO, SENTENCES, tiny_model
 import hpd_cli
 from hpd_inference import OUTPUT_NAME, HPDOnnxEncoder, load_backend
 from modeling_hpd import HPDModel
-from training.convert import save_hpd_folder, save_sentence_transformers_folder
-from training.export import onnx_int8_file
+from hpd_toolkit.training.convert import save_hpd_folder, save_sentence_transformers_folder
+from hpd_toolkit.training.export import onnx_int8_file
 
 pytest.importorskip("onnxruntime", reason="the ONNX runtime is an extra: pip install -e '.[onnx]'")
 
@@ -147,7 +147,7 @@ def test_cli_encode_and_eval_with_the_onnx_backend(exported, tmp_path, capsys, s
 def test_sentence_transformers_still_loads_an_exported_folder(exported):
     from sentence_transformers import SentenceTransformer
 
-    from training.convert import register_hpd_classes
+    from hpd_toolkit.training.convert import register_hpd_classes
 
     register_hpd_classes()
     vectors = SentenceTransformer(str(exported)).encode(RAGGED)
@@ -255,7 +255,7 @@ def default_model_exported(tmp_path_factory):
 
 @pytest.mark.integration
 def test_default_model_float32_and_int8_on_real_sentences(default_model_exported, shared_data):
-    from eval.sts import load_pairs
+    from hpd_toolkit.eval.sts import load_pairs
 
     pairs = load_pairs(shared_data / "senteval", "senteval", ["STSBenchmark"])["STSBenchmark"]["test"]
     sentences = sorted(set(pairs.sentences1[:150] + pairs.sentences2[:150]))
@@ -271,7 +271,7 @@ def test_default_model_float32_and_int8_on_real_sentences(default_model_exported
 
 @pytest.mark.integration
 def test_packaged_minilm_converted_to_hpd_exports_with_normalize_and_no_projection(minilm_path, tmp_path):
-    from training.convert import convert
+    from hpd_toolkit.training.convert import convert
 
     folder = convert(minilm_path, tmp_path / "minilm-hpd")
     model = HPDModel.from_pretrained(folder)
@@ -305,7 +305,7 @@ def openvino_exported(exported, tmp_path_factory):
 
 def test_openvino_float32_equals_pytorch_and_static_int8_stays_close(openvino_exported):
     from hpd_inference import HPDOpenVINOEncoder
-    from training.export import OPENVINO_INT8_FILE
+    from hpd_toolkit.training.export import OPENVINO_INT8_FILE
 
     names = sorted(p.name for p in (openvino_exported / "openvino").iterdir())
     assert names == [".hpd-toolkit", "openvino_model.bin", "openvino_model.xml", "openvino_model_qint8_quantized.bin",
@@ -342,8 +342,8 @@ def test_release_ships_the_exported_graphs_and_shows_how_to_run_them(exported, t
     pytest.importorskip("openvino", reason="OpenVINO is an extra: pip install -e '.[openvino]'")
     from huggingface_hub import ModelCard
 
-    from training.hub_push import files_to_push
-    from training.release import NOT_PUSHED, check_release
+    from hpd_toolkit.training.hub_push import files_to_push
+    from hpd_toolkit.training.release import NOT_PUSHED, check_release
 
     source = tmp_path / "source"
     shutil.copytree(exported, source, ignore=shutil.ignore_patterns("onnx"))

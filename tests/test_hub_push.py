@@ -19,7 +19,7 @@ from huggingface_hub import constants
 from safetensors.numpy import save_file
 
 from hub_server import HubServer
-from training.hub_push import NO_TOKEN, push_folder
+from hpd_toolkit.training.hub_push import NO_TOKEN, push_folder
 
 REPO = Path(__file__).resolve().parent.parent
 REPO_ID = "hpd-org/hpd-tiny"
@@ -192,7 +192,7 @@ def test_offline_mode(hub, hub_env, folder):
 def test_malformed_repo_ids(hub, folder, repo_id):
     message = push_error(ValueError, folder, repo_id)
 
-    assert message.startswith(f"invalid repo id {repo_id!r}: expected ORG/NAME")
+    assert message.startswith(f"repo id {repo_id!r} is not a Hub id of the form ORG/NAME")
     assert hub.requests == []
 
 
@@ -207,7 +207,7 @@ def test_not_a_folder(hub, tmp_path):
 
 PUSH = """
 import sys
-from training.hub_push import push_folder
+from hpd_toolkit.training.hub_push import push_folder
 try:
     print("URL", push_folder(sys.argv[1], sys.argv[2], private=True, commit_message="from env").url)
 except (ValueError, OSError) as err:

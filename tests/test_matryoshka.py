@@ -12,12 +12,12 @@ from safetensors.numpy import load_file
 import hpd_cli
 from configuration_hpd import TruncationWarning
 from conftest import SENTENCES, WORDS, tiny_model
-from eval.sts import spearman_x100
+from hpd_toolkit.eval.sts import spearman_x100
 from hpd_inference import RANGES_FILE, load_ranges
 from modeling_hpd import HPDModel
 from test_distill import config_for, models, read_log, run_distill  # noqa: F401 (fixture)
-from training.convert import register_hpd_classes, save_hpd_folder, weights_sha256
-from training.distill import TeacherStore, distill, fit_projection, prefix_mse
+from hpd_toolkit.training.convert import register_hpd_classes, save_hpd_folder, weights_sha256
+from hpd_toolkit.training.distill import TeacherStore, distill, fit_projection, prefix_mse
 
 
 def sts_pairs(seed, count=30):
@@ -84,10 +84,10 @@ def test_a_tanh_heads_prefix_is_the_output_of_the_prefix_head_and_pca_prefixes_a
 # --- hpd distill --matryoshka-dims ------------------------------------------------------------------
 
 def test_matryoshka_run_trains_and_logs_every_size(models, tmp_path, monkeypatch):
-    import training.distill
+    import hpd_toolkit.training.distill as distill_module
 
-    calls, real = [], training.distill.prefix_mse
-    monkeypatch.setattr(training.distill, "prefix_mse",
+    calls, real = [], distill_module.prefix_mse
+    monkeypatch.setattr(distill_module, "prefix_mse",
                         lambda *args: calls.append(args[3:]) or real(*args))
     dev = write_stsb(tmp_path / "data", "dev", sts_pairs(1))
     config = config_for(models, tmp_path, epochs=1, matryoshka_dims="8,4,2", matryoshka_weights="1,0.5,2",

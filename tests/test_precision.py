@@ -9,9 +9,9 @@ from conftest import WORDS, tiny_model
 from test_eval_sts import FixedCosineEncoder, write_year
 
 import hpd_cli
-from eval.sts import evaluate_sts
+from hpd_toolkit.eval.sts import evaluate_sts
 from hpd_inference import RANGES_FILE, dequantize, load_ranges, pair_similarity, quantize
-from training.convert import save_hpd_folder
+from hpd_toolkit.training.convert import save_hpd_folder
 
 
 def hpd(capsys, *args):
@@ -46,8 +46,8 @@ def test_calibrate_stores_the_ranges_of_raw_and_unit_vectors(calibrated, corpus)
     assert stored["dim"] == 20 and stored["sentences"] == 300
     from sentence_transformers import SentenceTransformer
 
-    from training.convert import register_hpd_classes
-    from training.export import _calibration_sentences
+    from hpd_toolkit.training.convert import register_hpd_classes
+    from hpd_toolkit.training.export import _calibration_sentences
 
     register_hpd_classes()
     vectors = SentenceTransformer(str(calibrated)).encode(_calibration_sentences([corpus], 300))

@@ -10,9 +10,9 @@ from huggingface_hub import ModelCard
 
 import hpd_cli
 from conftest import tiny_model
-from training.convert import save_hpd_folder, weights_sha256
-from training.output_dir import MARKER
-from training.release import (MAX_RESULT_BYTES, REQUIRED_FILES, build_release, check_mteb_submission,
+from hpd_toolkit.training.convert import save_hpd_folder, weights_sha256
+from hpd_toolkit.training.output_dir import MARKER
+from hpd_toolkit.training.release import (MAX_RESULT_BYTES, REQUIRED_FILES, build_release, check_mteb_submission,
                               check_release, example_sentences)
 
 SCORES = {"STS12": 70.1, "STS13": 80.2, "STS14": 75.3, "STS15": 82.4, "STS16": 79.5, "STSBenchmark": 81.6,
@@ -122,7 +122,7 @@ def mteb_from_the_hub(monkeypatch, model, output_folder, tasks=("STS12", "STSBen
     from datasets import Dataset, DatasetDict
     from mteb.abstasks.abstask import AbsTask
 
-    from eval.mteb_eval import run_mteb
+    from hpd_toolkit.eval.mteb_eval import run_mteb
     from test_eval_mteb import _sentence
 
     rng = random.Random(3)
@@ -267,7 +267,7 @@ def test_a_tampered_submission_is_refused_with_one_line(tiny_folder, tmp_path, h
 
 
 def test_results_of_local_data_that_differ_from_mtebs_are_refused(tiny_folder, tmp_path, hub, capsys):
-    from eval.mteb_eval import run_mteb
+    from hpd_toolkit.eval.mteb_eval import run_mteb
     from test_eval_mteb import _write_raw_sts
 
     _write_raw_sts(tmp_path / "sts-raw", random.Random(1))
@@ -325,7 +325,7 @@ def test_error_for_results_of_an_exported_graph_or_compact_vectors(tiny_folder, 
 @pytest.mark.parametrize("repo_id", ["no-slash", "a/b/c", "org/has space", "org/"])
 def test_error_for_a_malformed_repo_id(tiny_folder, tmp_path, capsys, repo_id):
     err = run_release(capsys, tiny_folder, "--out", tmp_path / "r", "--repo-id", repo_id)
-    assert f"--repo-id {repo_id!r} is not a Hub model id of the form ORG/NAME" in err
+    assert f"--repo-id {repo_id!r} is not a Hub id of the form ORG/NAME" in err
 
 
 def test_error_for_an_out_folder_that_is_not_a_release(tiny_folder, tmp_path, capsys):
@@ -392,7 +392,7 @@ def test_float16_weights_keep_the_sts_scores_of_float32(minilm_path, shared_data
 
 
 def test_card_training_rows_name_every_teacher_and_the_selection():
-    from training.release import training_rows
+    from hpd_toolkit.training.release import training_rows
 
     record = {"settings": {"layers": [0, 2], "projection": "pca", "dim": 128, "pca_sentences": 50000, "lr": 1e-4,
                            "batch_size": 256, "warmup_steps": 20, "epochs": 1, "seed": 42, "head_init": "lstsq",

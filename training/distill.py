@@ -232,7 +232,7 @@ def projection_path(work_dir, projection, dim, pca_sentences, teachers, teacher_
 
 @functools.cache
 def teacher_weights_sha256(teacher):
-    from training.convert import resolve, weights_sha256
+    from hpd_toolkit.training.convert import resolve, weights_sha256
 
     return weights_sha256(resolve(teacher))
 
@@ -242,7 +242,7 @@ def corpus_fingerprint(paths):
 
     A corpus edited in place gets another fingerprint; the same files named another way (absolute or relative)
     get the same one."""
-    from training.corpus import corpus_files
+    from hpd_toolkit.training.corpus import corpus_files
 
     fingerprint = []
     for path in paths:
@@ -262,7 +262,7 @@ def corpus_fingerprint(paths):
 def prepare_sentences_stage(config, work):
     """(valid, train, corpus info). The work dir keeps the whole shuffled corpus, `valid + train` being the
     order teacher chunks are cut from; training uses the first `max_sentences` of `train`."""
-    from training.corpus import prepare_sentences
+    from hpd_toolkit.training.corpus import prepare_sentences
 
     folder = work / "sentences"
     info_file = folder / "corpus.json"
@@ -358,7 +358,7 @@ def join_teachers(vectors, weights=None):
 
 
 def load_teacher(config, teacher, device):
-    from eval.sts import load_encoder
+    from hpd_toolkit.eval.sts import load_encoder
 
     encoder = load_encoder(teacher, device=device, trust_remote_code=config.trust_remote_code)
     try:
@@ -383,7 +383,7 @@ def teacher_stage(config, work, sentences, used, accelerator):
     """Encodes, for every teacher, the rows missing from the chunks that cover the first `used` of `sentences`
     (valid + all train), so runs of other sizes and other teacher mixes share vectors. Chunk i belongs to
     process i % world_size; each chunk is written atomically. Returns the TargetVectors."""
-    from eval.sts import encode_by_length
+    from hpd_toolkit.eval.sts import encode_by_length
 
     stores = []
     for teacher in config.teacher:
@@ -477,7 +477,7 @@ def build_student(base, dim, layers=None, seed=42, trust_remote_code=False, matr
     `base` is an HPD or sentence-transformers model, or a plain BERT checkpoint (e.g. TinyBERT)."""
     from transformers import AutoTokenizer, BertModel
 
-    from training.convert import HEAD_FIELDS, load_hpd, model_format, resolve
+    from hpd_toolkit.training.convert import HEAD_FIELDS, load_hpd, model_format, resolve
 
     folder = resolve(base)
     try:
@@ -551,7 +551,7 @@ def fit_head(model, tokenizer, sentences, goal, batch_size, device):
 def validate(model, tokenizer, valid, valid_targets, stsb_dev, device, batch_size, matryoshka_dims=None):
     """valid MSE against the projected teacher vectors, and STS-B dev Spearman x 100 when given; with
     `matryoshka_dims` also both for each smaller prefix k (`valid_mse_d<k>`, `stsb_dev_spearman_d<k>`)."""
-    from eval.sts import spearman_x100
+    from hpd_toolkit.eval.sts import spearman_x100
 
     predicted, goal = student_embeddings(model, tokenizer, valid, batch_size, device), valid_targets.to(device)
     smaller = (matryoshka_dims or [])[1:]  # the first is the full output: valid_mse and stsb_dev_spearman
@@ -582,7 +582,7 @@ def selection_metric(config, figures, step):
 def training_stage(config, student, stsb_dev, train, valid, vectors, projection, accelerator):
     from transformers import get_linear_schedule_with_warmup
 
-    from training.convert import save_hpd_folder
+    from hpd_toolkit.training.convert import save_hpd_folder
 
     weight, bias = projection
     model, tokenizer = student
@@ -745,8 +745,8 @@ def distill(config):
     --stop-after teacher)."""
     from accelerate import Accelerator
 
-    from eval.sts import load_stsb_split
-    from training.output_dir import check_target, replace_folder
+    from hpd_toolkit.eval.sts import load_stsb_split
+    from hpd_toolkit.training.output_dir import check_target, replace_folder
 
     cuda = torch.cuda.is_available()
     # auto: accelerate's mixed precision on GPU; an explicit bfloat16 is torch.autocast in the training step

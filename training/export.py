@@ -31,7 +31,7 @@ import numpy as np
 
 from hpd_inference import (BACKEND_FILES, OPENVINO_EXTRA, OUTPUT_NAME, RANGES_FILE, WEIGHTS_KEY, hpd_config,
                            require, weights_sha256)
-from training.output_dir import MARKER, MARKER_TEXT
+from hpd_toolkit.training.output_dir import MARKER, MARKER_TEXT
 
 FORMATS = ("onnx", "openvino")
 QUANTIZE = ("none", "int8-dynamic", "int8-static")
@@ -101,7 +101,7 @@ def export(model, format="onnx", quantize="none", calibration=None, target="avx5
     subfolder = folder / format
     _check_writable(subfolder, files, folder, overwrite)
 
-    from training.convert import load_hpd
+    from hpd_toolkit.training.convert import load_hpd
 
     hpd_model, tokenizer = load_hpd(folder)
     hpd_model = hpd_model.float().eval()
@@ -269,7 +269,7 @@ def _features(tokenizer, hpd_model, sentences, batch_size=8):
 
 
 def _calibration_sentences(paths, count, seed=0):
-    from training.corpus import read_corpus
+    from hpd_toolkit.training.corpus import read_corpus
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     for path in paths:
@@ -333,7 +333,7 @@ class _quiet:
 def calibrate(model, corpus, sentences=10000, seed=0, batch_size=64, trust_remote_code=False, progress=print):
     """`hpd calibrate`: the per-dimension minimum and maximum of the model's embeddings over `sentences` sentences
     sampled from `corpus`, raw and L2-normalised, written to MODEL/embedding_ranges.json for int8/uint8."""
-    from eval.sts import encode_by_length, load_encoder
+    from hpd_toolkit.eval.sts import encode_by_length, load_encoder
 
     folder = Path(model).expanduser()
     if not folder.is_dir():

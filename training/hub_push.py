@@ -18,7 +18,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 
-from training.output_dir import MARKER
+from hpd_toolkit.training.output_dir import MARKER
 
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again."
 OFFLINE = ("pushing needs the Hugging Face Hub but offline mode is on: unset HF_HUB_OFFLINE "
@@ -38,11 +38,11 @@ def push_folder(folder, repo_id, *, private=False, revision="main", commit_messa
     The repo is created if missing (`private` applies to a new repo; pushing with `private=True` to an
     existing public repo is refused), and so is the branch `revision`, started from main.
     Like `upload_folder`, `.git/` and `.cache/huggingface/` (download metadata) are left out, and so are
-    the toolkit's own output marker (`training.output_dir.MARKER`) and `ignore_patterns` (fnmatch, as
+    the toolkit's own output marker (`hpd_toolkit.training.output_dir.MARKER`) and `ignore_patterns` (fnmatch, as
     huggingface_hub's `ignore_patterns`). If the Hub already holds every file unchanged, no commit is made
     and the head commit is returned.
     """
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     folder = Path(folder).expanduser().resolve()
     operations = _operations(folder, ignore_patterns)
     # Checked before any request: with offline mode on, huggingface_hub refuses every request anyway.
@@ -91,16 +91,17 @@ def hub_endpoint():
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def _check_repo_id(repo_id):
+def check_repo_id(repo_id, what="repo id"):
+    """Refuses, in one line naming `what` (e.g. the flag that gave it), anything but a Hub id ORG/NAME."""
     # validate_repo_id also accepts a bare NAME (the Hub puts it under the token's user): require
     # ORG/NAME so that where a push lands never depends on whose token is used.
     try:
         if not isinstance(repo_id, str) or repo_id.count("/") != 1:
             raise ValueError
         validate_repo_id(repo_id)
-    except ValueError:
-        raise ValueError(f"invalid repo id {repo_id!r}: expected ORG/NAME, e.g. my-org/hpd-minilm "
-                         "(letters, digits, '-', '_' and '.', at most 96 characters)") from None
+    except ValueError:  # huggingface_hub's HFValidationError is one
+        raise ValueError(f"{what} {repo_id!r} is not a Hub id of the form ORG/NAME: use e.g. my-org/hpd-minilm "
+                         "(letters, digits, '-', '_' and '.', at most 96 characters).") from None
 
 
 def files_to_push(folder, ignore_patterns=()):

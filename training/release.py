@@ -19,28 +19,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from eval.sts import COLUMNS, PUBLISHED, TASKS
-from training.convert import load_error, load_hpd, resolve, save_hpd_folder, weights_sha256
-from training.output_dir import replace_folder
+from hpd_toolkit.eval.sts import PUBLISHED, TASK_TABLE, TASKS
+from hpd_toolkit.training.convert import load_error, load_hpd, resolve, save_hpd_folder, weights_sha256
+from hpd_toolkit.training.hub_push import check_repo_id
+from hpd_toolkit.training.output_dir import replace_folder
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 REQUIRED_FILES = ("model.safetensors", "config.json", "configuration_hpd.py", "modeling_hpd.py", "tokenizer.json",
                   "tokenizer_config.json", "modules.json", "sentence_bert_config.json", "README.md")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-MTEB_DATASETS = {"STS12": "mteb/sts12-sts", "STS13": "mteb/sts13-sts", "STS14": "mteb/sts14-sts",
-                 "STS15": "mteb/sts15-sts", "STS16": "mteb/sts16-sts", "STSBenchmark": "mteb/stsbenchmark-sts",
-                 "SICKRelatedness": "mteb/sickr-sts"}
-
-
-def check_repo_id(repo_id):
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-        if repo_id.count("/") != 1:
-            raise HFValidationError("needs exactly one '/'")
-    except HFValidationError as error:
-        raise ValueError(f"--repo-id {repo_id!r} is not a Hub model id of the form ORG/NAME ({error}).") from None
 
 
 EXPORTS = ("onnx", "openvino")
@@ -65,7 +52,7 @@ def build_release(model, out, repo_id, results_files=(), mteb_results=None, lice
     `out` is replaced only when complete, and only if empty, missing or an earlier hpd output (or `overwrite`);
     it may not hold, or lie inside, the model or the results it is built from. `exports` ("onnx", "openvino") adds
     the graphs of `hpd export` (ONNX: float32 and int8-dynamic; OpenVINO: float32), made from the released weights."""
-    check_repo_id(repo_id)
+    check_repo_id(repo_id, "--repo-id")
     exports = parse_exports(",".join(exports)) if not isinstance(exports, str) else parse_exports(exports)
     source = resolve(model)
     if not any(any(source.rglob(name)) for name in TOKENIZER_FILES):
@@ -78,7 +65,7 @@ def build_release(model, out, repo_id, results_files=(), mteb_results=None, lice
         save_hpd_folder(hpd_model, tokenizer, folder, weights_dtype=weights_dtype)
         exported = []
         for format in exports:  # from the folder's own weights (float16-rounded with --weights-dtype float16)
-            from training.export import export
+            from hpd_toolkit.training.export import export
 
             exported += export(folder, format=format, quantize="int8-dynamic" if format == "onnx" else "none",
                                progress=lambda message: None)
@@ -168,7 +155,7 @@ def render_card(model, repo_id, results, distill_config, license, base_model, te
     metadata, body = front_matter(Path(template).read_text(encoding="utf-8"))
     matryoshka = model.config.matryoshka_dims
     eval_results = [
-        EvalResult(task_type="STS", task_name="Semantic Textual Similarity", dataset_type=MTEB_DATASETS[task],
+        EvalResult(task_type="STS", task_name="Semantic Textual Similarity", dataset_type=TASK_TABLE[task].dataset,
                    dataset_name=dataset_name, dataset_split="test", metric_type="cosine_spearman", metric_value=score,
                    metric_name=metric_name)
         for result in results for task, score in result["scores"].items() if task != "Avg"
@@ -202,7 +189,7 @@ def results_table(results, repo_id, matryoshka=None):
     if matryoshka:
         results = sorted(results, key=lambda r: -r["embedding_dim"])
     tasks = [t for t in TASKS if any(t in r["scores"] for r in results)]
-    lines = ["| model | " + " | ".join(COLUMNS.get(t, t) for t in tasks) + " | Avg |",
+    lines = ["| model | " + " | ".join(TASK_TABLE[t].column for t in tasks) + " | Avg |",
              "|---" * (len(tasks) + 2) + "|"]
     for result in results:
         name = f"**{repo_id.split('/')[1]}**" + (f", first {result['embedding_dim']} dimensions" if matryoshka else "")
@@ -262,7 +249,7 @@ def prepare_mteb_submission(mteb_results, out, repo_id, source, template=TEMPLAT
     """`hpd eval mteb` output -> `out/mteb/`: the results-repository layout under the repo id (task files and
     model_meta.json), the ModelMeta source, the provenance record and SUBMITTING.md, all under the revision
     UNPUSHED_REVISION and marked not ready until `finish_mteb_submission` names the pushed commit."""
-    from eval.mteb_eval import read_provenance, write_provenance
+    from hpd_toolkit.eval.mteb_eval import read_provenance, write_provenance
 
     runs = [p for p in Path(mteb_results).glob("*/*") if p.is_dir() and any(p.glob("*.json"))]
     if len(runs) != 1:
@@ -308,7 +295,7 @@ def finish_mteb_submission(out, repo_id, pushed, template=TEMPLATE):
 
 
 def _write_submission(out, repo_id, revision, release_date=None, open_weights=None, template=TEMPLATE, ready=False):
-    from eval.mteb_eval import META_IMPORTS, _variable_name
+    from hpd_toolkit.eval.mteb_eval import META_IMPORTS, _variable_name
 
     meta, notes, unknown = submission_model_meta(out, repo_id, revision, release_date, open_weights, template)
     root = out / SUBMISSION_DIR
@@ -333,9 +320,9 @@ def submission_model_meta(out, repo_id, revision, release_date=None, open_weight
     from mteb.models import ModelMeta
     from mteb.models.model_meta import _get_source_model
 
-    from eval.mteb_eval import _model_meta
-    from eval.sts import load_encoder
-    from training.hub_push import hub_endpoint
+    from hpd_toolkit.eval.mteb_eval import _model_meta
+    from hpd_toolkit.eval.sts import load_encoder
+    from hpd_toolkit.training.hub_push import hub_endpoint
 
     card = ModelCard.load(out / "README.md").data
     distill_config = json.loads((out / "distill_config.json").read_text()) if (out / "distill_config.json").is_file() \
@@ -459,8 +446,8 @@ def check_mteb_submission(folder, trust_remote_code=False):
     from mteb.models import ModelMeta
     from mteb.results import TaskResult
 
-    from eval.mteb_eval import read_provenance
-    from training.output_dir import MARKER
+    from hpd_toolkit.eval.mteb_eval import read_provenance
+    from hpd_toolkit.training.output_dir import MARKER
 
     root = Path(folder) / SUBMISSION_DIR
     runs = [p for p in (root / "results").glob("*/*") if p.is_dir()]
