@@ -8,7 +8,7 @@
 #     bash scripts/ablations.sh [DATA] [WORK]     # WORK: the work dir (default ../hpd-work/wiki, outside the clone)
 #
 # The first part ran for the table in docs/reproduction.md; MATRYOSHKA=1 adds the runs of the Matryoshka table
-# (issue 15: not yet run); ALL=1 the next ablations, not yet run.
+# (all ran except the 32-d dedicated run); ALL=1 the next ablations, not yet run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
