@@ -12,6 +12,10 @@ POOLING_MODES = ("mean", "cls", "max")
 PROJECTION_ACTIVATIONS = ("tanh", "identity")
 
 
+class TruncationWarning(UserWarning):
+    """Embeddings truncated to a size the model was not trained for (allowed, but expect lower quality)."""
+
+
 class HPDConfig(BertConfig):
     r"""
     Every `BertConfig` argument (vocab_size, hidden_size, num_hidden_layers, ...) plus the head:
@@ -31,6 +35,10 @@ class HPDConfig(BertConfig):
             L2-normalise the output. Off in the published HPD models.
         max_seq_length (`int`, *optional*):
             Inputs are truncated to this many tokens. Defaults to `max_position_embeddings`.
+        matryoshka_dims (`list[int]`, *optional*):
+            The sizes the model was trained to be truncated to (Matryoshka HPD), largest first, e.g.
+            `[128, 64, 32]`: the first k coordinates of the embedding are a k-d embedding. `None` (the default,
+            and every model trained otherwise): only the full size was trained.
     """
 
     model_type = "hpd"
@@ -43,6 +51,7 @@ class HPDConfig(BertConfig):
         projection_bias=True,
         normalize=False,
         max_seq_length=None,
+        matryoshka_dims=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -52,6 +61,7 @@ class HPDConfig(BertConfig):
         self.projection_bias = projection_bias
         self.normalize = normalize
         self.max_seq_length = self.max_position_embeddings if max_seq_length is None else max_seq_length
+        self.matryoshka_dims = list(matryoshka_dims) if isinstance(matryoshka_dims, tuple) else matryoshka_dims
         self._validate_head()
 
     def _validate_head(self):
@@ -74,11 +84,37 @@ class HPDConfig(BertConfig):
                 f"HPDConfig.max_seq_length must be an integer from 1 to max_position_embeddings "
                 f"({self.max_position_embeddings}); got {self.max_seq_length!r}."
             )
+        dims = self.matryoshka_dims
+        if dims is not None and (not isinstance(dims, list) or not all(_is_positive_int(d) for d in dims) or not dims
+                                 or dims != sorted(set(dims), reverse=True) or dims[0] > self.projection_dim):
+            raise ValueError(
+                f"HPDConfig.matryoshka_dims must be distinct positive integers, largest first, none above the "
+                f"embedding size {self.projection_dim}, or None; got {dims!r}."
+            )
 
     @property
     def projection_dim(self):
         """Size of the sentence embedding (the name sentence-transformers reads it under)."""
         return self.hidden_size if self.embedding_dim is None else self.embedding_dim
+
+    def truncation_warning(self, dim, name="truncate_dim"):
+        """Checks a size to truncate embeddings to: see `truncation_warning` (the module function)."""
+        return truncation_warning(dim, self.projection_dim, self.matryoshka_dims, name)
+
+
+def truncation_warning(dim, output_dim, trained_dims=None, name="truncate_dim"):
+    """None when embeddings of size `output_dim` may be cut to their first `dim` coordinates as trained; a warning
+    text when allowed but not trained for; ValueError when impossible (0, negative, above `output_dim`)."""
+    if not _is_positive_int(dim) or dim > output_dim:
+        problem = (f"{name} {dim} is larger than the model's {output_dim}-d embeddings" if _is_positive_int(dim)
+                   else f"{name} must be a positive integer, not {dim!r}")
+        raise ValueError(f"{problem}; choose {name} from 1 to {output_dim}.")
+    if dim == output_dim or dim in (trained_dims or ()):
+        return None
+    trained = (f"was trained for {', '.join(map(str, trained_dims))} dimensions" if trained_dims
+               else "records no Matryoshka dimensions (matryoshka_dims)")
+    return (f"the model {trained}, not {dim}: its first {dim} coordinates were not trained to be an embedding of "
+            "their own, so expect lower quality than a model trained for that size.")
 
 
 def _is_positive_int(value):

@@ -5,6 +5,7 @@ turns a list of strings into embeddings. This file ships to the Hub as remote co
 `configuration_hpd.py`, so it depends on torch and transformers only.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -15,9 +16,9 @@ from transformers.utils import ModelOutput
 from transformers.utils.logging import tqdm
 
 try:  # loaded as remote code: the two files sit in one package
-    from .configuration_hpd import HPDConfig
+    from .configuration_hpd import HPDConfig, TruncationWarning
 except ImportError:  # imported from the installed toolkit, where both are top-level modules
-    from configuration_hpd import HPDConfig
+    from configuration_hpd import HPDConfig, TruncationWarning
 
 
 @dataclass
@@ -132,13 +133,19 @@ class HPDModel(BertPreTrainedModel):
         normalize_embeddings=False,
         convert_to_numpy=True,
         show_progress_bar=None,
+        truncate_dim=None,
     ):
         """Embeds a string or a list of strings: `(dim,)` or `(len(sentences), dim)`, float32.
 
         Sentences are sorted by length so that each batch pads little, then put back in order.
         The tokenizer defaults to the one saved with the model. The progress bar shows by default
-        when there is more than one batch.
+        when there is more than one batch. `truncate_dim` keeps the first k coordinates (a size in
+        `config.matryoshka_dims`; others warn), before `normalize_embeddings`, as sentence-transformers does.
         """
+        if truncate_dim is not None:
+            warning = self.config.truncation_warning(truncate_dim)
+            if warning:
+                warnings.warn(warning, TruncationWarning, stacklevel=3)  # the caller's line (inference_mode wraps encode)
         single = isinstance(sentences, str)
         sentences = [sentences] if single else list(sentences)
         tokenizer = tokenizer if tokenizer is not None else self._saved_tokenizer()
@@ -164,6 +171,8 @@ class HPDModel(BertPreTrainedModel):
         if not torch.isfinite(embeddings).all():
             raise ValueError(f"{self.name_or_path or 'the model'} produced NaN or infinite embeddings: its weights "
                              "hold NaN or inf, or float16 overflowed; check the weights or load the model in float32.")
+        if truncate_dim is not None:
+            embeddings = embeddings[:, :truncate_dim].contiguous()
         if normalize_embeddings:
             embeddings = F.normalize(embeddings, p=2, dim=-1)
         embeddings = embeddings.cpu()
