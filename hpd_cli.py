@@ -56,7 +56,9 @@ def encode_command(args):
     encoder = load_any_encoder(model, args.backend, args.file_name, trust_remote_code=args.trust_remote_code)
     if args.dim is not None:
         check_truncation(encoder, args.dim)
-    ranges = load_ranges(model, normalized=args.normalize, dim=args.dim) if args.precision in ("int8", "uint8") else None
+    ranges = None
+    if args.precision in ("int8", "uint8"):
+        ranges = load_ranges(model, normalized=args.normalize, dim=args.dim)
     output = None
     if args.output:
         output = Path(args.output if args.output.endswith(".npy") else f"{args.output}.npy")  # np.save's own rule

@@ -417,7 +417,8 @@ def test_card_and_model_index_list_each_trained_size(tmp_path, tokenizer, capsys
         "sha256": "ab" * 32}, "best_step": 19, "validation": {"valid_mse": 0.0016, "valid_mse_d6": 0.0011},
         "selected_by": "valid-mse"}))
     smaller = {task: score - 2 for task, score in SCORES.items()}
-    files = [results_for(folder, tmp_path / "sts-12.json"), results_for(folder, tmp_path / "sts-6.json", scores=smaller)]
+    files = [results_for(folder, tmp_path / "sts-12.json"),
+             results_for(folder, tmp_path / "sts-6.json", scores=smaller)]
     for path, dim, truncated in ((files[0], 12, None), (files[1], 6, 6)):
         path.write_text(json.dumps({**json.loads(path.read_text()), "embedding_dim": dim, "truncate_dim": truncated}))
     code = hpd_cli.main(["release", str(folder), "--out", str(tmp_path / "release"), "--repo-id", "my-org/tiny-mrl",
@@ -426,10 +427,12 @@ def test_card_and_model_index_list_each_trained_size(tmp_path, tokenizer, capsys
     out = tmp_path / "release"
     card = ModelCard.load(out / "README.md")
     parsed = {(e.dataset_name, e.metric_name): e.metric_value for e in card.data.eval_results}
-    assert parsed == {(f"{t} (senteval protocol)", f"Spearman (cosine) x 100, senteval protocol, first {k} dimensions"): v
+    metric = "Spearman (cosine) x 100, senteval protocol, first {} dimensions"
+    assert parsed == {(f"{t} (senteval protocol)", metric.format(k)): v
                       for k, scores in ((12, SCORES), (6, smaller)) for t, v in scores.items() if t != "Avg"}
     text = card.text
-    assert "| **tiny-mrl**, first 12 dimensions | 70.10 |" in text and "| **tiny-mrl**, first 6 dimensions | 68.10 |" in text
+    assert "| **tiny-mrl**, first 12 dimensions | 70.10 |" in text
+    assert "| **tiny-mrl**, first 6 dimensions | 68.10 |" in text
     assert text.count("## Results: STS, senteval protocol") == 1  # one table, a row per size
     assert "| embedding dimension | 12; also 6, 3 (Matryoshka" in text
     assert 'SentenceTransformer("my-org/tiny-mrl", trust_remote_code=True, truncate_dim=3)' in text

@@ -172,7 +172,8 @@ class DistillConfig:
         elif dims[0] != self.dim:
             problem = f"must start with --dim {self.dim} (the full output is always trained)"
         if problem:
-            raise ValueError(f"--matryoshka-dims {','.join(map(str, dims))} {problem}; {example or 'see hpd distill -h'}.")
+            raise ValueError(f"--matryoshka-dims {','.join(map(str, dims))} {problem}; "
+                             f"{example or 'see hpd distill -h'}.")
         if len(weights) != len(dims) or not all(math.isfinite(w) and w > 0 for w in weights):
             raise ValueError(f"--matryoshka-weights needs one positive weight per size in --matryoshka-dims "
                              f"({len(dims)}); got {','.join(f'{w:g}' for w in weights)}.")
@@ -222,7 +223,8 @@ class DistillConfig:
 
 
 def projection_path(work_dir, projection, dim, pca_sentences, teachers, teacher_weights=None):
-    """Where a work dir keeps the projection of these settings (hpd distill fits it; scripts/pca_ceiling.py reads it)."""
+    """Where a work dir keeps the projection of these settings (hpd distill fits it, scripts/pca_ceiling.py reads
+    it)."""
     name = f"projection-{projection}-d{dim}-n{pca_sentences}"
     if len(teachers) > 1:  # one teacher keeps the earlier name; a mix is named by its members and weights
         mix = json.dumps([list(teachers), teacher_weights or [1.0] * len(teachers)])

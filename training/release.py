@@ -210,8 +210,8 @@ def training_rows(distill_config):
     rows = [("teachers" if several else "teacher", teachers), ("student base", distill_config["student"]),
             ("student layers kept", ",".join(map(str, settings["layers"])) if settings.get("layers") else "all"),
             ("projection", f"{settings['projection']} to {settings['dim']} dimensions"),
-            *([("Matryoshka sizes", f"{', '.join(map(str, settings['matryoshka_dims']))} (the loss weighs each prefix's "
-                                    f"MSE by {', '.join(f'{w:g}' for w in settings['matryoshka_weights'])})")]
+            *([("Matryoshka sizes", f"{', '.join(map(str, settings['matryoshka_dims']))} (the loss weighs each "
+                                    f"prefix's MSE by {', '.join(f'{w:g}' for w in settings['matryoshka_weights'])})")]
               if settings.get("matryoshka_dims") else []),
             ("corpus", f"{corpus['train']:,} training and {corpus['valid']:,} validation sentences "
                        f"(sha256 {corpus['sha256'][:12]}…)"),
