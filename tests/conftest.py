@@ -100,3 +100,14 @@ def run_script(relative, *args, env=None):
                             cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})})
     assert result.returncode == 0, f"{relative} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return result.stdout
+
+
+def run_hpd(capsys, *args):
+    """(exit code, stdout, stderr) of `hpd ARGS` in process; a failure must be exactly one line."""
+    import hpd_cli
+
+    code = hpd_cli.main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    if code != 0:
+        assert len(err.strip().splitlines()) == 1, err
+    return code, out, err.strip()

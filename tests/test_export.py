@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, SENTENCES, tiny_model
+from conftest import REPO, SENTENCES, run_hpd, tiny_model
 
 import hpd_cli
 from hpd_inference import OUTPUT_NAME, HPDOnnxEncoder, load_backend
@@ -21,15 +21,6 @@ pytest.importorskip("onnxruntime", reason="the ONNX runtime is an extra: pip ins
 RAGGED = [*SENTENCES, "a", "the dog runs " * 20]  # one token ... 60+ tokens in one batch
 DEFAULT_MODEL = REPO / "releases" / "HPD-MiniLM-L4-F128"
 INT8 = onnx_int8_file()
-
-
-def hpd(capsys, *args):
-    """(exit code, stdout, stderr) of `hpd ARGS`; a failure must be exactly one line."""
-    code = hpd_cli.main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    if code != 0:
-        assert len(err.strip().splitlines()) == 1, err
-    return code, out, err.strip()
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +61,7 @@ def test_int8_ffn_output_quantizes_every_weight_matmul(exported, tmp_path, capsy
     import onnx
 
     folder = copy_of(exported, tmp_path)
-    code, out, err = hpd(capsys, "export", folder, "--quantize", "int8-dynamic", "--int8-ffn-output", "int8")
+    code, out, err = run_hpd(capsys, "export", folder, "--quantize", "int8-dynamic", "--int8-ffn-output", "int8")
     assert code == 0 and "onnx/model_qint8_avx512_vnni_full.onnx" in out, err
     graph = onnx.load(str(folder / "onnx" / "model_qint8_avx512_vnni_full.onnx"))
     constants = {tensor.name for tensor in graph.graph.initializer}
@@ -122,14 +113,14 @@ def test_cli_encode_and_eval_with_the_onnx_backend(exported, tmp_path, capsys, s
     lines = tmp_path / "in.txt"
     lines.write_text("\n".join(RAGGED) + "\n")
     for backend in ("torch", "onnx"):
-        code, _, err = hpd(capsys, "encode", "--model", exported, "--input", lines, "--backend", backend,
+        code, _, err = run_hpd(capsys, "encode", "--model", exported, "--input", lines, "--backend", backend,
                            "--output", tmp_path / f"{backend}.npy")
         assert code == 0, err
     np.testing.assert_allclose(np.load(tmp_path / "onnx.npy"), np.load(tmp_path / "torch.npy"), atol=1e-4)
 
     scores = {}
     for backend, file_name in (("torch", None), ("onnx", None), ("onnx", INT8)):
-        code, out, err = hpd(capsys, "eval", "sts", "--model", exported, "--data", shared_data / "senteval",
+        code, out, err = run_hpd(capsys, "eval", "sts", "--model", exported, "--data", shared_data / "senteval",
                              "--tasks", "STS-B", "--backend", backend,
                              *(["--file-name", file_name] if file_name else []),
                              "--output", tmp_path / "r.json")
@@ -156,14 +147,14 @@ def test_sentence_transformers_still_loads_an_exported_folder(exported):
 
 def test_export_again_replaces_its_own_files_but_not_foreign_ones(exported, tmp_path, capsys):
     folder = copy_of(exported, tmp_path)
-    code, out, err = hpd(capsys, "export", folder)
+    code, out, err = run_hpd(capsys, "export", folder)
     assert code == 0 and "Wrote" in out and "checked against the PyTorch model" in out, err
     (folder / "onnx" / ".hpd-toolkit").unlink()
     (folder / "onnx" / "model.onnx").write_bytes(b"someone else's model")
-    code, _, err = hpd(capsys, "export", folder)
+    code, _, err = run_hpd(capsys, "export", folder)
     assert code == 1 and "was not written by hpd" in err and "--overwrite" in err
     assert (folder / "onnx" / "model.onnx").read_bytes() == b"someone else's model"
-    assert hpd(capsys, "export", folder, "--overwrite")[0] == 0
+    assert run_hpd(capsys, "export", folder, "--overwrite")[0] == 0
     np.testing.assert_allclose(HPDOnnxEncoder(folder).encode(RAGGED), HPDModel.from_pretrained(folder).encode(RAGGED),
                                atol=1e-4)
 
@@ -174,10 +165,10 @@ def test_a_folder_that_is_not_hpd(tmp_path, tokenizer, capsys):
     st_folder = tmp_path / "st"
     save_sentence_transformers_folder(tiny_model(seed=1), tokenizer, st_folder)
     for args in (["export", st_folder], ["encode", "--model", st_folder, "--backend", "onnx", "hi"]):
-        code, _, err = hpd(capsys, *args)
+        code, _, err = run_hpd(capsys, *args)
         assert code == 1 and "is not an HPD folder" in err and "hpd convert" in err
     assert not (st_folder / "onnx").exists()
-    code, _, err = hpd(capsys, "export", tmp_path / "missing")
+    code, _, err = run_hpd(capsys, "export", tmp_path / "missing")
     assert code == 1 and "no such model folder" in err
 
 
@@ -189,7 +180,7 @@ def test_a_folder_that_is_not_hpd(tmp_path, tokenizer, capsys):
     (["--format", "openvino", "--quantize", "int8-static"], "needs --calibration FILE"),
 ])
 def test_unknown_export_options(exported, capsys, args, message):
-    code, _, err = hpd(capsys, "export", exported, *args)
+    code, _, err = run_hpd(capsys, "export", exported, *args)
     assert code == 1 and message in err
 
 
@@ -200,14 +191,14 @@ def test_unknown_export_options(exported, capsys, args, message):
     (["--file-name", INT8], "--file-name chooses an exported graph: use it with --backend onnx or openvino"),
 ])
 def test_unknown_encode_options(exported, capsys, args, message):
-    code, _, err = hpd(capsys, "encode", "--model", exported, "hello", *args)
+    code, _, err = run_hpd(capsys, "encode", "--model", exported, "hello", *args)
     assert code == 1 and message in err
 
 
 def test_missing_runtime_names_the_extra(exported, capsys, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     for args in (["encode", "--model", exported, "--backend", "onnx", "hi"], ["export", copy_of(exported, tmp_path)]):
-        code, _, err = hpd(capsys, *args)
+        code, _, err = run_hpd(capsys, *args)
         assert code == 1 and "needs the onnxruntime package" in err and "pip install 'hpd-toolkit[onnx]'" in err
 
 
@@ -217,7 +208,7 @@ def test_a_corrupt_onnx_file(exported, tmp_path, capsys, damage):
     path = folder / "onnx" / "model.onnx"
     path.write_bytes({"garbage": b"\x00not an onnx model\xff" * 50, "empty": b"",
                       "truncated": path.read_bytes()[: path.stat().st_size // 2]}[damage])
-    code, _, err = hpd(capsys, "encode", "--model", folder, "--backend", "onnx", "hello")
+    code, _, err = run_hpd(capsys, "encode", "--model", folder, "--backend", "onnx", "hello")
     assert code == 1 and "model.onnx cannot be read by ONNX Runtime" in err and "export it again" in err
 
 
@@ -226,7 +217,7 @@ def test_a_stale_export_is_refused(exported, tmp_path, tokenizer, capsys):
     retrained = tiny_model(seed=9, embedding_dim=12)
     (folder / "model.safetensors").unlink()
     save_hpd_folder(retrained, tokenizer, folder)  # new weights, the old onnx/ left behind
-    code, _, err = hpd(capsys, "encode", "--model", folder, "--backend", "onnx", "hello")
+    code, _, err = run_hpd(capsys, "encode", "--model", folder, "--backend", "onnx", "hello")
     assert code == 1 and "was exported from other weights" in err and f"hpd export {folder}" in err
 
 
@@ -237,7 +228,7 @@ def test_a_graph_hpd_did_not_export_is_refused(exported, tmp_path, capsys):
     graph = onnx.load(str(folder / "onnx" / "model.onnx"))
     del graph.metadata_props[:]
     onnx.save(graph, str(folder / "onnx" / "model.onnx"))
-    code, _, err = hpd(capsys, "encode", "--model", folder, "--backend", "onnx", "hello")
+    code, _, err = run_hpd(capsys, "encode", "--model", folder, "--backend", "onnx", "hello")
     assert code == 1 and "it was not written by hpd export" in err and "export it again" in err
 
 
@@ -320,19 +311,19 @@ def test_openvino_float32_equals_pytorch_and_static_int8_stays_close(openvino_ex
 
 
 def test_openvino_from_the_cli_and_its_bad_input(openvino_exported, tmp_path, capsys, monkeypatch):
-    code, out, err = hpd(capsys, "encode", "--model", openvino_exported, "--backend", "openvino", *RAGGED[:3])
+    code, out, err = run_hpd(capsys, "encode", "--model", openvino_exported, "--backend", "openvino", *RAGGED[:3])
     assert code == 0, err
     printed = np.array([[float(x) for x in line.split()] for line in out.splitlines()])
     np.testing.assert_allclose(printed, HPDModel.from_pretrained(openvino_exported).encode(RAGGED[:3]), atol=1e-4)
 
-    code, _, err = hpd(capsys, "export", openvino_exported, "--format", "openvino", "--quantize", "int8-dynamic")
+    code, _, err = run_hpd(capsys, "export", openvino_exported, "--format", "openvino", "--quantize", "int8-dynamic")
     assert code == 1 and "--format openvino takes --quantize none or int8-static" in err
     folder = copy_of(openvino_exported, tmp_path)
     (folder / "openvino" / "openvino_model.xml").write_text("<net><broken")
-    code, _, err = hpd(capsys, "encode", "--model", folder, "--backend", "openvino", "hello")
+    code, _, err = run_hpd(capsys, "encode", "--model", folder, "--backend", "openvino", "hello")
     assert code == 1 and "cannot be read by OpenVINO" in err and "export it again" in err
     monkeypatch.setitem(sys.modules, "openvino", None)
-    code, _, err = hpd(capsys, "encode", "--model", openvino_exported, "--backend", "openvino", "hello")
+    code, _, err = run_hpd(capsys, "encode", "--model", openvino_exported, "--backend", "openvino", "hello")
     assert code == 1 and "needs the openvino package" in err and "pip install 'hpd-toolkit[openvino]'" in err
 
 
@@ -347,7 +338,7 @@ def test_release_ships_the_exported_graphs_and_shows_how_to_run_them(exported, t
 
     source = tmp_path / "source"
     shutil.copytree(exported, source, ignore=shutil.ignore_patterns("onnx"))
-    code, out, err = hpd(capsys, "release", source, "--out", tmp_path / "release", "--repo-id", "org/tiny",
+    code, out, err = run_hpd(capsys, "release", source, "--out", tmp_path / "release", "--repo-id", "org/tiny",
                          "--export", "onnx,openvino")
     assert code == 0, err
     release = tmp_path / "release"
@@ -360,6 +351,6 @@ def test_release_ships_the_exported_graphs_and_shows_how_to_run_them(exported, t
     assert check_release(release) == []
     (release / "onnx" / "model.onnx").write_bytes(b"broken")
     assert any("onnx/model.onnx" in problem and "cannot be read" in problem for problem in check_release(release))
-    code, _, err = hpd(capsys, "release", source, "--out", tmp_path / "r2", "--repo-id", "org/tiny",
+    code, _, err = run_hpd(capsys, "release", source, "--out", tmp_path / "r2", "--repo-id", "org/tiny",
                        "--export", "onnx,tflite")
     assert code == 1 and "unknown format tflite" in err

@@ -5,21 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import WORDS, tiny_model
+from conftest import WORDS, run_hpd, tiny_model
 from test_eval_sts import FixedCosineEncoder, write_year
 
 import hpd_cli
 from hpd_toolkit.eval.sts import evaluate_sts
 from hpd_inference import RANGES_FILE, dequantize, load_ranges, pair_similarity, quantize
 from hpd_toolkit.training.convert import save_hpd_folder
-
-
-def hpd(capsys, *args):
-    code = hpd_cli.main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    if code != 0:
-        assert len(err.strip().splitlines()) == 1, err
-    return code, out, err.strip()
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +52,12 @@ def test_int8_codes_do_not_depend_on_the_batch(calibrated, tmp_path, capsys):
     """Queries and documents encoded in separate runs share the stored buckets: a sentence gets the same codes."""
     shared = "the man plays the guitar."
     for name, others in (("a", ["a dog.", "the cat sleeps on the mat."]), ("b", ["is it 42?", "the woman runs far."])):
-        code, _, err = hpd(capsys, "encode", "--model", calibrated, "--precision", "int8", "--output",
+        code, _, err = run_hpd(capsys, "encode", "--model", calibrated, "--precision", "int8", "--output",
                            tmp_path / name, shared, *others)
         assert code == 0 and "x 20 int8" in err, err
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     assert a.dtype == np.int8 and np.array_equal(a[0], b[0])
-    code, _, _ = hpd(capsys, "encode", "--model", calibrated, "--output", tmp_path / "f", shared, "a dog.")
+    code, _, _ = run_hpd(capsys, "encode", "--model", calibrated, "--output", tmp_path / "f", shared, "a dog.")
     expected = quantize(np.load(tmp_path / "f.npy"), "int8", load_ranges(calibrated))
     np.testing.assert_array_equal(a[:2], expected)
 
@@ -74,12 +66,12 @@ def test_int8_codes_do_not_depend_on_the_batch(calibrated, tmp_path, capsys):
                                                      ("uint8", np.uint8, 20), ("binary", np.int8, 3),
                                                      ("ubinary", np.uint8, 3)])
 def test_every_precision_from_the_cli(calibrated, tmp_path, capsys, precision, dtype, width):
-    code, _, err = hpd(capsys, "encode", "--model", calibrated, "--precision", precision, "--normalize",
+    code, _, err = run_hpd(capsys, "encode", "--model", calibrated, "--precision", precision, "--normalize",
                        "--output", tmp_path / "e.npy", "the cat sleeps.", "a man plays the guitar!")
     assert code == 0, err
     vectors = np.load(tmp_path / "e.npy")
     assert vectors.dtype == dtype and vectors.shape == (2, width)
-    code, out, _ = hpd(capsys, "encode", "--model", calibrated, "--precision", precision, "dog")
+    code, out, _ = run_hpd(capsys, "encode", "--model", calibrated, "--precision", precision, "dog")
     assert len(out.split()) == width
 
 
@@ -89,24 +81,24 @@ def test_int8_needs_calibrated_ranges_and_fresh_ones(calibrated, tmp_path, token
     folder = tmp_path / "m"
     save_hpd_folder(tiny_model(seed=6, embedding_dim=20), tokenizer, folder)
     for precision in ("int8", "uint8"):
-        code, _, err = hpd(capsys, "encode", "--model", folder, "--precision", precision, "hello")
+        code, _, err = run_hpd(capsys, "encode", "--model", folder, "--precision", precision, "hello")
         assert code == 1 and f"has no {RANGES_FILE}" in err and f"hpd calibrate {folder} --corpus FILE" in err
-    assert hpd(capsys, "encode", "--model", folder, "--precision", "binary", "hello")[0] == 0  # needs no ranges
+    assert run_hpd(capsys, "encode", "--model", folder, "--precision", "binary", "hello")[0] == 0  # needs no ranges
     shutil.copy(calibrated / RANGES_FILE, folder / RANGES_FILE)  # ranges of another model's weights
-    code, _, err = hpd(capsys, "encode", "--model", folder, "--precision", "int8", "hello")
+    code, _, err = run_hpd(capsys, "encode", "--model", folder, "--precision", "int8", "hello")
     assert code == 1 and "calibrated on other weights" in err
     (folder / RANGES_FILE).write_text("{not json")
-    code, _, err = hpd(capsys, "encode", "--model", folder, "--precision", "int8", "hello")
+    code, _, err = run_hpd(capsys, "encode", "--model", folder, "--precision", "int8", "hello")
     assert code == 1 and "is damaged" in err
 
 
 def test_calibrate_bad_input(calibrated, tmp_path, capsys):
-    code, _, err = hpd(capsys, "calibrate", calibrated, "--corpus", tmp_path / "none.txt")
+    code, _, err = run_hpd(capsys, "calibrate", calibrated, "--corpus", tmp_path / "none.txt")
     assert code == 1 and "no such file or folder" in err
     (tmp_path / "few.txt").write_text("one sentence.\nanother one.\n")
-    code, _, err = hpd(capsys, "calibrate", calibrated, "--corpus", tmp_path / "few.txt")
+    code, _, err = run_hpd(capsys, "calibrate", calibrated, "--corpus", tmp_path / "few.txt")
     assert code == 1 and "holds 2 distinct sentences; int8 ranges need at least 100" in err
-    code, _, err = hpd(capsys, "calibrate", calibrated, "--corpus", tmp_path / "few.txt", "--sentences", 10)
+    code, _, err = run_hpd(capsys, "calibrate", calibrated, "--corpus", tmp_path / "few.txt", "--sentences", 10)
     assert code == 1 and "at least 100 sentences" in err
 
 
@@ -160,7 +152,7 @@ def test_default_model_sts_at_every_precision(tmp_path, shared_data, capsys):
         pytest.skip(f"the default model {source} is absent")
     folder = tmp_path / source.name
     shutil.copytree(source, folder)
-    code, _, err = hpd(capsys, "calibrate", folder, "--corpus", shared_data / "corpus" / "senteval_transfer",
+    code, _, err = run_hpd(capsys, "calibrate", folder, "--corpus", shared_data / "corpus" / "senteval_transfer",
                        "--sentences", 3000)
     assert code == 0, err
     scores = {}
