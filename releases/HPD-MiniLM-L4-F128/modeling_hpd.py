@@ -145,7 +145,8 @@ class HPDModel(BertPreTrainedModel):
         if truncate_dim is not None:
             warning = self.config.truncation_warning(truncate_dim)
             if warning:
-                warnings.warn(warning, TruncationWarning, stacklevel=3)  # the caller's line (inference_mode wraps encode)
+                # stacklevel 3: the caller's line (inference_mode wraps encode)
+                warnings.warn(warning, TruncationWarning, stacklevel=3)
         single = isinstance(sentences, str)
         sentences = [sentences] if single else list(sentences)
         tokenizer = tokenizer if tokenizer is not None else self._saved_tokenizer()
