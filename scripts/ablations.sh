@@ -59,6 +59,12 @@ for path in sys.argv[1:]:
 PY
 fi
 
+if [ "${MIXED:-0}" = 1 ]; then  # sentences against mixed units (docs/reproduction.md, rule 4): MIXED=1 bash ...
+    # passages need teacher vectors of their own, so this run has its own work dir beside WORK
+    WORK="$(dirname "$WORK")/wiki-mixed" run mixed --teacher $MINILM --unit mixed
+    python scripts/ablation_table.py two-teachers="$OUT/two-teachers" mixed="$OUT/mixed"
+fi
+
 if [ "${ALL:-0}" = 1 ]; then  # the next ablations: ALL=1 bash scripts/ablations.sh
     run random-head --head-init random
     run 2-epochs --epochs 2 --eval-steps 98
