@@ -31,7 +31,8 @@ def model_or_default(model):
 def encode_command(args):
     import numpy as np
 
-    from hpd_toolkit.eval.sts import check_truncation, encode_by_length, load_any_encoder, utf8_error
+    from hpd_toolkit.eval.sts import utf8_error
+    from hpd_models import check_truncation, encode_by_length, load_any_encoder
 
     if bool(args.sentences) == bool(args.input):
         raise ValueError("give the sentences either as arguments or with --input FILE (one per line, - for stdin).")

@@ -33,7 +33,7 @@ TRAINING_VARIANTS = [
 
 
 def model_config(model):
-    from hpd_toolkit.training.convert import load_hpd
+    from hpd_models import load_hpd
 
     return load_hpd(model)[0].config
 
@@ -104,7 +104,7 @@ def main():
         model, size, pca, work = args.stage_run
         return stage_run(model, args.corpus, int(size), int(pca), min(1000, int(pca)), work)
 
-    from hpd_toolkit.eval.sts import encode_by_length, load_encoder
+    from hpd_models import encode_by_length, load_encoder
     from hpd_toolkit.training.corpus import prepare_sentences
 
     rows = []

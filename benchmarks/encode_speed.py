@@ -37,7 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpd_toolkit.eval.sts import TASKS, evaluate_sts, load_any_encoder, load_pairs  # noqa: E402
+from hpd_toolkit.eval.sts import TASKS, evaluate_sts, load_pairs  # noqa: E402
+from hpd_models import load_any_encoder
 from hpd_inference import BACKEND_FILES  # noqa: E402
 
 

@@ -16,7 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpd_toolkit.eval.sts import TASKS, evaluate_sts, load_encoder, load_pairs, spearman_x100  # noqa: E402
+from hpd_toolkit.eval.sts import TASKS, evaluate_sts, load_pairs, spearman_x100  # noqa: E402
+from hpd_models import load_encoder
 
 
 def plain_loop(encoder, data, batch_size, tasks):

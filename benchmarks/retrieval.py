@@ -40,7 +40,7 @@ GOALS = {"memory_float32": 6.0, "memory_binary": 48.0, "query_speed": 8.0}
 
 def measure(args):
     from hpd_toolkit.eval.retrieval import evaluate_retrieval
-    from hpd_toolkit.eval.sts import load_encoder
+    from hpd_models import load_encoder
 
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="hpd-retrieval-bench-")
     plan = [("teacher", args.teacher, [("float32", 0)])]

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from hpd_toolkit.eval.retrieval import RETRIEVAL_TASKS, load_beir
-from hpd_toolkit.eval.sts import TASK_TABLE, TASKS, canonical_task, load_encoder, load_pairs, parse_tasks
-from hpd_toolkit.training.convert import weights_sha256
+from hpd_toolkit.eval.sts import TASK_TABLE, TASKS, canonical_task, load_pairs, parse_tasks
+from hpd_models import load_encoder
+from hpd_inference import weights_sha256
 
 # Not *.json: mteb's result loaders take every other .json beside model_meta.json for a task result.
 PROVENANCE_FILE = "hpd_provenance.jsonl"

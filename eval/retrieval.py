@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hpd_toolkit.eval.sts import encode_by_length, load_any_encoder, read_utf8
+from hpd_toolkit.eval.sts import read_utf8
+from hpd_models import encode_by_length, load_any_encoder
 
 RETRIEVAL_TASKS = {"SciFact": "scifact"}  # mteb task name -> its BEIR folder name under `hpd eval mteb --data`
 INDEX_TYPES = ("flat", "hnsw")

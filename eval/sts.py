@@ -8,7 +8,6 @@ import json
 import math
 import platform
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -228,106 +227,6 @@ def spearman_x100(embeddings1, embeddings2, gold, similarity=None):
     return 100 * spearmanr(cosines, gold).statistic
 
 
-def load_encoder(model, max_seq_length=None, device=None, trust_remote_code=False):
-    """Any HPD folder, sentence-transformers folder or Hub id, as a SentenceTransformer.
-
-    HPD models load with the installed HPD classes (their weights checked against their config); Python
-    code shipped with any other model runs only with `trust_remote_code`."""
-    from sentence_transformers import SentenceTransformer
-
-    from hpd_toolkit.training.convert import load_error, register_hpd_classes
-
-    path = Path(model).expanduser()
-    if not path.is_dir() and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1):
-        raise FileNotFoundError(f"{model}: no such model folder (expected a local folder or a Hub id ORG/NAME).")
-    register_hpd_classes()
-    try:
-        encoder = SentenceTransformer(str(path) if path.is_dir() else model, device=device,
-                                      trust_remote_code=trust_remote_code)
-    except Exception as error:  # whatever the library raised, the user needs the folder and the cause
-        if "trust_remote_code" in str(error):
-            raise ValueError(f"{model} ships its own Python code, which runs only with --trust-remote-code; "
-                             "pass it if you trust the model's source.") from None
-        raise load_error(model, error, "a sentence encoder") from None
-    if max_seq_length is not None:
-        positions = getattr(encoder[0].auto_model.config, "max_position_embeddings", None)
-        if max_seq_length < 1 or (positions is not None and max_seq_length > positions):
-            raise ValueError(f"--max-seq-length {max_seq_length} is outside what {model} can read (1 to "
-                             f"{positions} tokens, its max_position_embeddings); choose a length in that range.")
-        encoder.max_seq_length = max_seq_length
-    return encoder
-
-
-def load_any_encoder(model, backend="torch", file_name=None, trust_remote_code=False, max_seq_length=None):
-    """torch: any HPD or sentence-transformers model as a SentenceTransformer; onnx/openvino: the graph that
-    `hpd export` wrote into an HPD folder."""
-    if backend == "torch":
-        if file_name is not None:
-            raise ValueError("--file-name chooses an exported graph: use it with --backend onnx or openvino.")
-        return load_encoder(model, max_seq_length, trust_remote_code=trust_remote_code)
-    from hpd_inference import load_backend
-
-    encoder = load_backend(model, backend, file_name)
-    if max_seq_length is not None:
-        positions = encoder.config.get("max_position_embeddings")
-        if not 1 <= max_seq_length <= positions:
-            raise ValueError(f"--max-seq-length {max_seq_length} is outside what {model} can read (1 to {positions} "
-                             "tokens, its max_position_embeddings); choose a length in that range.")
-        encoder.max_seq_length = max_seq_length
-    return encoder
-
-
-def check_truncation(encoder, dim, output_dim=None, name="--dim"):
-    """Refuses a `dim` the encoder's embeddings cannot be cut to (0, negative, above its output size) and warns
-    (TruncationWarning) when its model was not trained for it: an HPD config.json's `matryoshka_dims`.
-    `output_dim` defaults to what the encoder reports."""
-    import warnings
-
-    from configuration_hpd import TruncationWarning, truncation_warning
-
-    if output_dim is None:
-        output_dim = encoder.get_embedding_dimension()
-    config = getattr(encoder, "config", None)  # an exported graph's encoder holds config.json as a dict
-    if not isinstance(config, dict):  # a SentenceTransformer: its first module's model (HPDModel for HPD folders)
-        model = getattr(encoder[0], "auto_model", None) if hasattr(encoder, "__getitem__") else None
-        config = vars(getattr(model, "config", None) or object())
-    warning = truncation_warning(dim, output_dim, config.get("matryoshka_dims"), name)
-    if warning:
-        warnings.warn(warning, TruncationWarning, stacklevel=2)
-
-
-def encode_by_length(encoder, sentences, batch_size=64, show_progress_bar=True):
-    """Embeddings of `sentences` (float32, input order), encoded in groups of equal token count.
-
-    Equal-length batches carry no padding: about a quarter faster on CPU than length-sorted batches."""
-    from tqdm.auto import tqdm
-
-    lengths = encoder.preprocess(list(sentences))["attention_mask"].sum(1).tolist() if len(sentences) else []
-    groups = defaultdict(list)
-    for index, length in enumerate(lengths):
-        groups[length].append(index)
-    embeddings = None
-    with tqdm(total=len(sentences), desc="Encoding", unit="sent", disable=not show_progress_bar) as bar:
-        for length in sorted(groups):
-            indices = groups[length]
-            vectors = encoder.encode([sentences[i] for i in indices], batch_size=batch_size,
-                                     convert_to_numpy=True, show_progress_bar=False)
-            if not np.isfinite(vectors).all():
-                raise ValueError("the model produced NaN or infinite embeddings (e.g. from float16 overflow or "
-                                 "broken weights); check the model or load it in float32.")
-            if embeddings is None:
-                embeddings = np.empty((len(sentences), vectors.shape[1]), dtype=np.float32)
-            embeddings[indices] = vectors
-            bar.update(len(indices))
-    return embeddings
-
-
-def encode_distinct(encoder, sentences, batch_size=64, show_progress_bar=True):
-    """{sentence: vector} for every distinct sentence, each encoded once."""
-    distinct = list(dict.fromkeys(sentences))
-    return dict(zip(distinct, encode_by_length(encoder, distinct, batch_size, show_progress_bar)))
-
-
 def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=64, max_seq_length=None,
                  show_progress_bar=True, trust_remote_code=False, backend="torch", file_name=None, precision="float32",
                  truncate_dim=None):
@@ -340,6 +239,7 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
     float32 scores the vectors as stored at that precision (hpd_inference.pair_similarity: cosine of the decoded
     int8/uint8 vectors, 1 - 2 * hamming / dim for binary), int8/uint8 with the ranges `hpd calibrate` stored."""
     from hpd_inference import check_precision, load_ranges, pair_similarity, quantize
+    from hpd_models import check_truncation, encode_distinct, load_any_encoder
 
     start = time.perf_counter()
     check_precision(precision)
@@ -392,7 +292,7 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
         }
     scores = {task: round(d["spearman"], 2) for task, d in details.items()}
     scores["Avg"] = round(float(np.mean([d["spearman"] for d in details.values()])), 2)
-    from hpd_toolkit.training.convert import weights_sha256
+    from hpd_inference import weights_sha256
 
     local_folder = isinstance(model, (str, Path)) and Path(model).expanduser().is_dir()
     return {

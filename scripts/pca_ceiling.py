@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpd_toolkit.eval.sts import TASKS, evaluate_sts, format_table, load_encoder, write_results  # noqa: E402
+from hpd_toolkit.eval.sts import TASKS, evaluate_sts, format_table, write_results  # noqa: E402
+from hpd_models import load_encoder
 from hpd_toolkit.training.distill import PROJECTIONS, check_projection, join_teachers, projection_path  # noqa: E402
 
 

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpd_toolkit.training.convert import save_hpd_folder  # noqa: E402
+from hpd_models import save_hpd_folder  # noqa: E402
 from hpd_toolkit.training.distill import build_student, fit_projection  # noqa: E402
 
 

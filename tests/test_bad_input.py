@@ -21,7 +21,7 @@ from test_eval_sts import FixedCosineEncoder, write_year
 import hpd_cli
 from hpd_toolkit.eval.sts import write_results
 from modeling_hpd import HPDModel
-from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_models import save_hpd_folder
 from hpd_toolkit.training.output_dir import MARKER, check_target, replace_folder
 
 

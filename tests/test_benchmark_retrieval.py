@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO, tiny_model
 from test_eval_retrieval import write_beir
-from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_models import save_hpd_folder
 
 pytest.importorskip("faiss", reason="faiss-cpu is not installed: pip install -e '.[retrieval]'")
 

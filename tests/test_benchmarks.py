@@ -6,7 +6,7 @@ import random
 import pytest
 
 from conftest import WORDS, run_script, tiny_model
-from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_models import save_hpd_folder
 
 
 def run_benchmark(name, *args):

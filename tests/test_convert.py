@@ -12,7 +12,8 @@ from transformers import BertConfig, BertModel
 import hpd_cli
 from conftest import SENTENCES, VOCAB, run_python, tiny_model
 from modeling_hpd import HPDModel, pool
-from hpd_toolkit.training.convert import convert, load_hpd, save_hpd_folder
+from hpd_toolkit.training.convert import convert
+from hpd_models import load_hpd, save_hpd_folder
 
 HIDDEN, DIM = 32, 16
 

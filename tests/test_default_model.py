@@ -8,7 +8,7 @@ import torch
 
 import hpd_cli
 from conftest import run_python
-from hpd_toolkit.training.convert import weights_sha256
+from hpd_inference import weights_sha256
 from hpd_toolkit.training.release import check_release, example_sentences
 
 FOLDER = hpd_cli.DEFAULT_MODEL

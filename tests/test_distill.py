@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import hpd_cli
 from conftest import REPO, WORDS, tiny_model
 from modeling_hpd import HPDModel
-from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_models import save_hpd_folder
 from hpd_toolkit.training.corpus import prepare_sentences, read_corpus, wiki_sentences
 from hpd_toolkit.training.distill import DistillConfig, TeacherStore, build_student, distill, fit_projection
 
@@ -78,7 +78,7 @@ def test_finished_stages_are_skipped(models, tmp_path, monkeypatch):
     distill(config)
     before = (tmp_path / "out" / "model.safetensors").read_bytes()
 
-    from hpd_toolkit.eval import sts
+    import hpd_models as sts
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the teacher stage ran again")
@@ -90,8 +90,8 @@ def test_finished_stages_are_skipped(models, tmp_path, monkeypatch):
 
 
 def test_resume_after_a_kill_in_teacher_encoding(models, tmp_path, monkeypatch):
-    from hpd_toolkit.eval import sts
-    from hpd_toolkit.eval.sts import encode_by_length, load_encoder
+    import hpd_models as sts
+    from hpd_models import encode_by_length, load_encoder
 
     config = config_for(models, tmp_path, epochs=1)
     calls = []
@@ -353,7 +353,7 @@ def test_error_for_a_work_dir_made_with_other_data_settings(models, tmp_path, ca
 
 
 def test_other_training_settings_reuse_the_teacher_vectors(models, tmp_path, monkeypatch):
-    from hpd_toolkit.eval import sts
+    import hpd_models as sts
 
     first = config_for(models, tmp_path, epochs=1)
     distill(first)
@@ -366,8 +366,8 @@ def test_other_training_settings_reuse_the_teacher_vectors(models, tmp_path, mon
 
 
 def test_more_or_fewer_sentences_reuse_the_encoded_chunks(models, tmp_path, monkeypatch):
-    from hpd_toolkit.eval import sts
-    from hpd_toolkit.eval.sts import encode_by_length, load_encoder
+    import hpd_models as sts
+    from hpd_models import encode_by_length, load_encoder
 
     encoded = []
     monkeypatch.setattr(sts, "encode_by_length", lambda *a, **k: encoded.append(len(a[1])) or encode_by_length(*a, **k))
@@ -410,16 +410,20 @@ def test_bfloat16_teacher_is_close_to_float32_and_keeps_its_own_vectors(models, 
 
 
 def test_least_squares_head_recovers_a_linear_tanh_map(models, tokenizer):
-    from hpd_toolkit.training.distill import fit_head, student_embeddings
+    from hpd_toolkit.training.distill import fit_head
 
     student, _ = build_student(str(models / "student"), 8, seed=0)
     sentences = (models / "corpus.txt").read_text().splitlines()[:300]
-    pooled = student_embeddings(student, tokenizer, sentences, 64, "cpu", "pooled_embedding")
+
+    def embed(output_value="sentence_embedding"):
+        return student.encode(sentences, tokenizer, 64, convert_to_numpy=False, output_value=output_value)
+
+    pooled = embed("pooled_embedding")
     mapping, offset = torch.randn(pooled.shape[1], 8, generator=torch.Generator().manual_seed(0)), torch.randn(8) * 0.1
     goal = torch.tanh((pooled - pooled.mean(0)) @ mapping / pooled.std() / pooled.shape[1] ** 0.5 + offset)
-    before = torch.nn.functional.mse_loss(student_embeddings(student, tokenizer, sentences, 64, "cpu"), goal)
-    fit_head(student, tokenizer, sentences, goal, 64, "cpu")
-    after = torch.nn.functional.mse_loss(student_embeddings(student, tokenizer, sentences, 64, "cpu"), goal)
+    before = torch.nn.functional.mse_loss(embed(), goal)
+    fit_head(student, tokenizer, sentences, goal, 64)
+    after = torch.nn.functional.mse_loss(embed(), goal)
     assert after < 1e-3 * before
 
 

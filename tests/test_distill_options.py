@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import hpd_cli
 from conftest import tiny_model
 from test_distill import NO_DROPOUT, config_for, models, read_log, run_distill  # noqa: F401 (fixture)
-from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_models import save_hpd_folder
 from hpd_toolkit.training.corpus import prepare_sentences, read_corpus
 from hpd_toolkit.training.distill import DistillConfig, TeacherStore, distill
 
@@ -25,8 +25,8 @@ def second_teacher(models, tokenizer):
 
 
 def count_encodings(monkeypatch):
-    from hpd_toolkit.eval import sts
-    from hpd_toolkit.eval.sts import encode_by_length
+    import hpd_models as sts
+    from hpd_models import encode_by_length
 
     calls = []
     monkeypatch.setattr(sts, "encode_by_length",

@@ -6,7 +6,7 @@ from conftest import tiny_model
 
 import hpd_cli
 from modeling_hpd import HPDModel
-from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_models import save_hpd_folder
 
 SENTENCES = ["A man is playing a guitar.", "", "Someone plays an instrument on a stage tonight."]
 
@@ -57,13 +57,13 @@ def test_error_when_the_default_model_is_missing(monkeypatch, tmp_path, capsys):
 
 def test_long_inputs_are_encoded_and_written_in_chunks(tiny_folder, tmp_path, capsys, monkeypatch):
     """Memory stays flat: no call sees more than ENCODE_CHUNK sentences, and the rows land where they belong."""
-    from hpd_toolkit.eval import sts
+    import hpd_models
 
     sentences = [f"the dog runs {'far ' * (i % 7)}number {i}." for i in range(23)]
     (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n")
     calls = []
-    real = sts.encode_by_length
-    monkeypatch.setattr(sts, "encode_by_length", lambda encoder, chunk, **kw: calls.append(len(chunk))
+    real = hpd_models.encode_by_length
+    monkeypatch.setattr(hpd_models, "encode_by_length", lambda encoder, chunk, **kw: calls.append(len(chunk))
                         or real(encoder, chunk, **kw))
     monkeypatch.setattr(hpd_cli, "ENCODE_CHUNK", 5)
     for output in ("e.npy", None):
@@ -76,3 +76,17 @@ def test_long_inputs_are_encoded_and_written_in_chunks(tiny_folder, tmp_path, ca
     printed = np.array([[float(x) for x in line.split()] for line in capsys.readouterr().out.splitlines()])
     np.testing.assert_allclose(printed, expected, atol=1e-5)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_encode_returns_the_pooled_output_the_head_reads(tiny_folder, tokenizer):
+    import torch
+
+    model = HPDModel.from_pretrained(tiny_folder)
+    pooled = model.encode(SENTENCES, tokenizer, batch_size=2, output_value="pooled_embedding")
+    features = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**features).pooled_embedding.numpy()
+    assert pooled.shape == (3, model.config.hidden_size)
+    np.testing.assert_allclose(pooled, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="output_value must be 'sentence_embedding' or 'pooled_embedding'"):
+        model.encode(SENTENCES, tokenizer, output_value="token_embeddings")

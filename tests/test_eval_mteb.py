@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import WORDS, tiny_model
-from hpd_toolkit.eval.sts import SUBSETS, load_encoder, spearman_x100
-from hpd_toolkit.training.convert import save_hpd_folder, weights_sha256
+from hpd_toolkit.eval.sts import SUBSETS, spearman_x100
+from hpd_models import load_encoder
+from hpd_models import save_hpd_folder
+from hpd_inference import weights_sha256
 
 PUBLISHED_MINILM = {"STS12": 72.37, "STS13": 80.60, "STS14": 75.59, "STS15": 85.39, "STS16": 78.99,
                     "STSBenchmark": 82.03}  # mteb's all-MiniLM-L6-v2 results

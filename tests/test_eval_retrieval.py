@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import WORDS, tiny_model
-from hpd_toolkit.training.convert import save_hpd_folder, weights_sha256
+from hpd_models import save_hpd_folder
+from hpd_inference import weights_sha256
 
 faiss = pytest.importorskip("faiss", reason="faiss-cpu is not installed: pip install -e '.[retrieval]'")
 
@@ -249,7 +250,7 @@ def test_document_cache_is_invalidated_by_another_model_or_another_text(tmp_path
 
 def test_cached_vectors_equal_fresh_ones_and_a_damaged_entry_is_replaced(tmp_path, tiny_hpd):
     from hpd_toolkit.eval.retrieval import cached_document_vectors, encoder_fingerprint, normalize
-    from hpd_toolkit.eval.sts import encode_by_length, load_encoder
+    from hpd_models import encode_by_length, load_encoder
 
     encoder = load_encoder(str(tiny_hpd))
     texts = [_text(random.Random(i)) for i in range(30)]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import hpd_cli
-from hpd_toolkit.eval.sts import (SUBSETS, encode_distinct, evaluate_sts, format_table, load_encoder, load_pairs,
-                                  parse_tasks)
+from hpd_toolkit.eval.sts import SUBSETS, evaluate_sts, format_table, load_pairs, parse_tasks
+from hpd_models import encode_distinct, load_encoder
 
 
 class FixedCosineEncoder:

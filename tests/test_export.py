@@ -13,7 +13,8 @@ from conftest import REPO, SENTENCES, run_hpd, tiny_model
 import hpd_cli
 from hpd_inference import OUTPUT_NAME, HPDOnnxEncoder, load_backend
 from modeling_hpd import HPDModel
-from hpd_toolkit.training.convert import save_hpd_folder, save_sentence_transformers_folder
+from hpd_toolkit.training.convert import save_sentence_transformers_folder
+from hpd_models import save_hpd_folder
 from hpd_toolkit.training.export import onnx_int8_file
 
 pytest.importorskip("onnxruntime", reason="the ONNX runtime is an extra: pip install -e '.[onnx]'")
@@ -138,7 +139,7 @@ def test_cli_encode_and_eval_with_the_onnx_backend(exported, tmp_path, capsys, s
 def test_sentence_transformers_still_loads_an_exported_folder(exported):
     from sentence_transformers import SentenceTransformer
 
-    from hpd_toolkit.training.convert import register_hpd_classes
+    from hpd_models import register_hpd_classes
 
     register_hpd_classes()
     vectors = SentenceTransformer(str(exported)).encode(RAGGED)

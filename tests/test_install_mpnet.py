@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from install_mpnet import assemble  # noqa: E402
 
 from conftest import run_script, tiny_model  # noqa: E402
-from hpd_toolkit.training.convert import convert, save_hpd_folder  # noqa: E402
+from hpd_toolkit.training.convert import convert  # noqa: E402
+from hpd_models import save_hpd_folder
 from hpd_toolkit.training.output_dir import MARKER  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import SENTENCES, run_python, tiny_model
-from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_models import save_hpd_folder
 
 LOADERS = {
     "AutoModel": "from transformers import AutoModel\n"

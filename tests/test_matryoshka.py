@@ -16,7 +16,8 @@ from hpd_toolkit.eval.sts import spearman_x100
 from hpd_inference import RANGES_FILE, load_ranges
 from modeling_hpd import HPDModel
 from test_distill import config_for, models, read_log, run_distill  # noqa: F401 (fixture)
-from hpd_toolkit.training.convert import register_hpd_classes, save_hpd_folder, weights_sha256
+from hpd_models import register_hpd_classes, save_hpd_folder
+from hpd_inference import weights_sha256
 from hpd_toolkit.training.distill import TeacherStore, distill, fit_projection, prefix_mse
 
 

@@ -9,7 +9,7 @@ import zipfile
 
 from conftest import REPO
 
-INSTALLED = {"hpd_toolkit", "hpd_cli", "hpd_inference", "modeling_hpd", "configuration_hpd"}
+INSTALLED = {"hpd_toolkit", "hpd_cli", "hpd_inference", "hpd_models", "modeling_hpd", "configuration_hpd"}
 NOT_CODE = {".venv", ".git", "models", "releases", "docs"}
 
 
@@ -21,6 +21,20 @@ def test_no_code_imports_the_bare_folder_names():
              for path in REPO.rglob("*.py") if not NOT_CODE & set(path.relative_to(REPO).parts)
              for text in [path.read_text(encoding="utf-8")] for match in bare.finditer(text)]
     assert not found, f"import hpd_toolkit.training / hpd_toolkit.eval instead: {found}"
+
+
+def test_imports_point_one_way():
+    """training/ uses eval/ (STS-B dev, the task table) and both use hpd_models (model I/O); nothing below imports
+    what is above it, so there is no import cycle."""
+    above = {"eval": ("hpd_toolkit.training",), "hpd_models.py": ("hpd_toolkit.",), "hpd_inference.py": ("hpd_",),
+             "modeling_hpd.py": ("hpd_",), "configuration_hpd.py": ("hpd_",)}
+    imports = re.compile(r"^\s*(?:from|import) ([\w.]+)", re.M)
+    found = []
+    for name, forbidden in above.items():
+        for path in [REPO / name] if name.endswith(".py") else sorted((REPO / name).glob("*.py")):
+            found += [f"{path.relative_to(REPO)} imports {module}"
+                      for module in imports.findall(path.read_text(encoding="utf-8")) if module.startswith(forbidden)]
+    assert not found, found
 
 
 def test_the_wheel_installs_only_hpd_names_and_works_without_the_clone(tmp_path):
@@ -43,7 +57,7 @@ def test_the_wheel_installs_only_hpd_names_and_works_without_the_clone(tmp_path)
     installed = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", tmp_path / "site", wheel],
                                capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr[-3000:]
-    code = ("import importlib.util, hpd_cli, hpd_toolkit.eval.sts, hpd_toolkit.training.output_dir\n"
+    code = ("import importlib.util, hpd_cli, hpd_models, hpd_toolkit.eval.sts, hpd_toolkit.training.distill\n"
             "print(hpd_toolkit.__path__, hpd_toolkit.eval.sts.__file__)\n"
             "print([importlib.util.find_spec(name) for name in ('training', 'eval')])\n"
             "hpd_cli.build_parser()")

@@ -11,7 +11,7 @@ from test_eval_sts import FixedCosineEncoder, write_year
 import hpd_cli
 from hpd_toolkit.eval.sts import evaluate_sts
 from hpd_inference import RANGES_FILE, dequantize, load_ranges, pair_similarity, quantize
-from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_models import save_hpd_folder
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_calibrate_stores_the_ranges_of_raw_and_unit_vectors(calibrated, corpus)
     assert stored["dim"] == 20 and stored["sentences"] == 300
     from sentence_transformers import SentenceTransformer
 
-    from hpd_toolkit.training.convert import register_hpd_classes
+    from hpd_models import register_hpd_classes
     from hpd_toolkit.training.export import _calibration_sentences
 
     register_hpd_classes()

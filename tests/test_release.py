@@ -10,7 +10,8 @@ from huggingface_hub import ModelCard
 
 import hpd_cli
 from conftest import tiny_model
-from hpd_toolkit.training.convert import save_hpd_folder, weights_sha256
+from hpd_models import save_hpd_folder
+from hpd_inference import weights_sha256
 from hpd_toolkit.training.output_dir import MARKER
 from hpd_toolkit.training.release import (MAX_RESULT_BYTES, REQUIRED_FILES, build_release, check_mteb_submission,
                               check_release, example_sentences)

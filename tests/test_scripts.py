@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO, SENTENCES, WORDS, run_script, tiny_model
 from modeling_hpd import HPDModel
-from hpd_toolkit.training.convert import save_hpd_folder
+from hpd_models import save_hpd_folder
 from hpd_toolkit.training.distill import fit_projection
 
 
@@ -154,7 +154,8 @@ def test_plot_training_command(tmp_path):
 def test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_target(tmp_path, tokenizer, capsys):
     from safetensors.numpy import save_file
 
-    from hpd_toolkit.eval.sts import load_encoder, spearman_x100
+    from hpd_toolkit.eval.sts import spearman_x100
+    from hpd_models import load_encoder
     from test_matryoshka import sts_pairs, write_stsb
     from hpd_toolkit.training.distill import join_teachers, projection_path
 

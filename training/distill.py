@@ -34,6 +34,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
 from configuration_hpd import HPDConfig
+from hpd_models import save_hpd_folder
 from modeling_hpd import HPDModel
 
 PROJECTIONS = ("pca", "pca-centered", "none")
@@ -234,7 +236,8 @@ def projection_path(work_dir, projection, dim, pca_sentences, teachers, teacher_
 
 @functools.cache
 def teacher_weights_sha256(teacher):
-    from hpd_toolkit.training.convert import resolve, weights_sha256
+    from hpd_models import resolve
+    from hpd_inference import weights_sha256
 
     return weights_sha256(resolve(teacher))
 
@@ -360,7 +363,7 @@ def join_teachers(vectors, weights=None):
 
 
 def load_teacher(config, teacher, device):
-    from hpd_toolkit.eval.sts import load_encoder
+    from hpd_models import load_encoder
 
     encoder = load_encoder(teacher, device=device, trust_remote_code=config.trust_remote_code)
     try:
@@ -385,7 +388,7 @@ def teacher_stage(config, work, sentences, used, accelerator):
     """Encodes, for every teacher, the rows missing from the chunks that cover the first `used` of `sentences`
     (valid + all train), so runs of other sizes and other teacher mixes share vectors. Chunk i belongs to
     process i % world_size; each chunk is written atomically. Returns the TargetVectors."""
-    from hpd_toolkit.eval.sts import encode_by_length
+    from hpd_models import encode_by_length
 
     stores = []
     for teacher in config.teacher:
@@ -479,7 +482,7 @@ def build_student(base, dim, layers=None, seed=42, trust_remote_code=False, matr
     `base` is an HPD or sentence-transformers model, or a plain BERT checkpoint (e.g. TinyBERT)."""
     from transformers import AutoTokenizer, BertModel
 
-    from hpd_toolkit.training.convert import HEAD_FIELDS, load_hpd, model_format, resolve
+    from hpd_models import HEAD_FIELDS, load_hpd, model_format, resolve
 
     folder = resolve(base)
     try:
@@ -521,28 +524,17 @@ def build_student(base, dim, layers=None, seed=42, trust_remote_code=False, matr
     return student, tokenizer
 
 
-def student_embeddings(model, tokenizer, sentences, batch_size, device, output="sentence_embedding"):
-    model.eval()
-    with torch.inference_mode():
-        out = []
-        for start in range(0, len(sentences), batch_size):
-            features = tokenizer(sentences[start : start + batch_size], padding=True, truncation=True,
-                                 max_length=model.config.max_seq_length, return_tensors="pt").to(device)
-            out.append(getattr(model(**features), output).float())
-    model.train()
-    return torch.cat(out)
-
-
-def fit_head(model, tokenizer, sentences, goal, batch_size, device):
+def fit_head(model, tokenizer, sentences, goal, batch_size):
     """Sets the Dense of the tanh head to the least-squares map from the student's pooled embeddings to
     atanh(goal) (ridge 1e-4 relative), i.e. linear probing before fine-tuning (Kumar et al., ICLR 2022):
     the student starts near its targets, and a random head's early gradients do not pull the encoder's
     geometry apart."""
-    pooled = student_embeddings(model, tokenizer, sentences, batch_size, device, "pooled_embedding").double()
-    inputs = torch.cat([pooled, torch.ones(len(pooled), 1, dtype=pooled.dtype, device=pooled.device)], dim=1)
-    wanted = torch.atanh(goal.double().to(inputs.device).clamp(-0.999, 0.999))  # the head's tanh, undone
+    pooled = model.encode(sentences, tokenizer, batch_size, convert_to_numpy=False, show_progress_bar=False,
+                          output_value="pooled_embedding").double()
+    inputs = torch.cat([pooled, torch.ones(len(pooled), 1, dtype=pooled.dtype)], dim=1)
+    wanted = torch.atanh(goal.double().clamp(-0.999, 0.999))  # the head's tanh, undone
     gram = inputs.T @ inputs
-    gram += 1e-4 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    gram += 1e-4 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
     solution = torch.linalg.solve(gram, inputs.T @ wanted)  # (hidden + 1) x dim
     with torch.no_grad():
         model.projection.weight.copy_(solution[:-1].T)
@@ -550,19 +542,30 @@ def fit_head(model, tokenizer, sentences, goal, batch_size, device):
             model.projection.bias.copy_(solution[-1])
 
 
-def validate(model, tokenizer, valid, valid_targets, stsb_dev, device, batch_size, matryoshka_dims=None):
+class Validation(NamedTuple):
+    """What every evaluation scores: held-out corpus sentences against their projected teacher vectors, and
+    STS-B dev (None without --sts-dev)."""
+
+    sentences: list
+    targets: torch.Tensor
+    stsb_dev: object
+
+
+def validate(model, tokenizer, validation, batch_size, matryoshka_dims=None):
     """valid MSE against the projected teacher vectors, and STS-B dev Spearman x 100 when given; with
     `matryoshka_dims` also both for each smaller prefix k (`valid_mse_d<k>`, `stsb_dev_spearman_d<k>`)."""
     from hpd_toolkit.eval.sts import spearman_x100
 
-    predicted, goal = student_embeddings(model, tokenizer, valid, batch_size, device), valid_targets.to(device)
+    def embed(sentences):
+        return model.encode(sentences, tokenizer, batch_size, convert_to_numpy=False, show_progress_bar=False)
+
+    predicted, goal, stsb_dev = embed(validation.sentences), validation.targets, validation.stsb_dev
     smaller = (matryoshka_dims or [])[1:]  # the first is the full output: valid_mse and stsb_dev_spearman
     figures = {"valid_mse": float(torch.nn.functional.mse_loss(predicted, goal))}
     for dim in smaller:
         figures[f"valid_mse_d{dim}"] = float(torch.nn.functional.mse_loss(predicted[:, :dim], goal[:, :dim]))
     if stsb_dev is not None:
-        e1 = student_embeddings(model, tokenizer, stsb_dev.sentences1, batch_size, device).cpu().numpy()
-        e2 = student_embeddings(model, tokenizer, stsb_dev.sentences2, batch_size, device).cpu().numpy()
+        e1, e2 = embed(stsb_dev.sentences1).numpy(), embed(stsb_dev.sentences2).numpy()
         figures["stsb_dev_spearman"] = round(float(spearman_x100(e1, e2, stsb_dev.scores)), 4)
         for dim in smaller:
             figures[f"stsb_dev_spearman_d{dim}"] = round(float(spearman_x100(e1[:, :dim], e2[:, :dim],
@@ -581,20 +584,33 @@ def selection_metric(config, figures, step):
     return -figures["valid_mse"]
 
 
+@dataclasses.dataclass
+class TrainState:
+    """Where training stands; each checkpoint holds it as trainer_state.json, and a resumed run continues from it."""
+
+    step: int = -1  # the last step checkpointed; -1: none, not even the starting point (step 0)
+    best_metric: float | None = None  # selection_metric at best_step (higher is better)
+    best_step: int | None = None
+    best_figures: dict | None = None  # validate() at best_step
+    finished: bool = False
+    seconds: float = 0.0  # training time so far, summed over every resumption
+
+
 def training_stage(config, student, stsb_dev, train, valid, vectors, projection, accelerator):
+    """Trains the student towards the projected teacher vectors and returns the final TrainState.
+
+    Step 0 (the start) and every `eval_steps`-th step are validated, the best by --select is kept in run/best,
+    and a checkpoint is written from which a restarted run continues bit-identically: model, optimiser, schedule
+    and RNG are in the checkpoint, and each step's batch follows from the step alone (`batch_rows`)."""
     from transformers import get_linear_schedule_with_warmup
 
-    from hpd_toolkit.training.convert import save_hpd_folder
-
-    weight, bias = projection
-    model, tokenizer = student
-    run = config.run_dir()
+    (model, tokenizer), (weight, bias), run = student, projection, config.run_dir()
     if config.head_init == "lstsq" and latest_checkpoint(run / "checkpoints") is None:
         # every process fits the same head; a resumed run gets its weights from the checkpoint instead
         count = min(HEAD_INIT_SENTENCES, len(train))
         accelerator.print(f"Fitting the head by least squares on {count} training sentences.")
         fit_head(model, tokenizer, train[:count], targets(vectors.rows(len(valid) + np.arange(count)), weight, bias),
-                 config.teacher_batch_size, accelerator.device)
+                 config.teacher_batch_size)
     if config.freeze_embeddings:
         model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
@@ -603,72 +619,102 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
     scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps), total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     eval_steps = config.eval_steps or steps_per_epoch
-    valid_targets = targets(vectors.rows(np.arange(len(valid))), weight, bias)
+    validation = Validation(valid, targets(vectors.rows(np.arange(len(valid))), weight, bias), stsb_dev)
     matryoshka = (config.matryoshka_dims, config.matryoshka_weights) if config.matryoshka_dims else None
-
-    checkpoints, log_path, best_dir = run / "checkpoints", run / "train_log.jsonl", run / "best"
     if accelerator.is_main_process and not (run / "settings.json").is_file():
         run.mkdir(parents=True, exist_ok=True)
         _write_atomic(run / "settings.json", json.dumps(config.run_settings(), indent=2))  # for the reader
     accelerator.wait_for_everyone()
-    state = {"step": 0, "best_metric": None, "best_step": None, "best_figures": None, "finished": False}
-    latest = latest_checkpoint(checkpoints)
-    if latest is not None:
-        accelerator.load_state(str(latest))
-        state = json.loads((latest / "trainer_state.json").read_text())
-        accelerator.print(f"Resuming training from step {state['step']} ({latest}).")
-    if accelerator.is_main_process:
-        truncate_log(log_path, state["step"])
-    if state["finished"]:
+
+    state = resume(accelerator, run)
+    if state.finished:
         return state
-    stage_started, seconds_before = time.perf_counter(), state.get("seconds", 0.0)
-
-    def evaluate_and_checkpoint(step):
-        if accelerator.is_main_process:
-            figures = validate(accelerator.unwrap_model(model), tokenizer, valid, valid_targets, stsb_dev,
-                               accelerator.device, config.teacher_batch_size, config.matryoshka_dims)
-            metric = selection_metric(config, figures, step)
-            chosen = state["best_metric"] is None or metric > state["best_metric"]
-            append_log(log_path, {"step": step, **figures, **({"selected": config.select} if chosen else {})})
-            if chosen:
-                state.update(best_metric=metric, best_step=step, best_figures=figures)
-                save_hpd_folder(accelerator.unwrap_model(model), tokenizer, best_dir)
-            bar.set_postfix(figures)
-        state["step"], state["finished"] = step, step >= total_steps
-        state["seconds"] = round(seconds_before + time.perf_counter() - stage_started, 1)  # CPU/GPU time spent
-        save_checkpoint(accelerator, checkpoints, state)
-        # every process continues with the main process's view of the best model
-        state.update(json.loads((latest_checkpoint(checkpoints) / "trainer_state.json").read_text()))
-
-    bar = tqdm(total=total_steps, initial=state["step"], desc="Training", unit="step",
+    resumed_at = time.perf_counter() - state.seconds
+    bar = tqdm(total=total_steps, initial=max(state.step, 0), desc="Training", unit="step",
                disable=not accelerator.is_main_process)
-    if state["step"] == 0:
-        evaluate_and_checkpoint(0)  # the starting point, logged before the first step
-    model.train()
     started, seen = time.perf_counter(), 0
-    for step in range(state["step"] + 1, total_steps + 1):
-        epoch, position = divmod(step - 1, steps_per_epoch)
-        order = np.random.default_rng(config.seed + epoch).permutation(len(train))
-        batch = order[position * config.batch_size : (position + 1) * config.batch_size]
-        mine = batch[accelerator.process_index :: accelerator.num_processes]  # this process's share
-        loss = accumulate_gradients(model, tokenizer, [train[i] for i in mine],
-                                    targets(vectors.rows(len(valid) + mine), weight, bias), config.micro_batch_size,
-                                    accelerator, bfloat16=config.student_dtype == "bfloat16", matryoshka=matryoshka)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        seen += len(batch)
-        bar.update(1)
-        if accelerator.is_main_process and (step % config.log_steps == 0 or step == total_steps):
-            rate = seen / (time.perf_counter() - started)
-            append_log(log_path, {"step": step, "epoch": epoch, "loss": round(loss, 8),
-                                  "lr": scheduler.get_last_lr()[0], "sentences_per_s": round(rate, 1)})
-            bar.set_postfix(loss=f"{loss:.3g}", sent_s=f"{rate:.0f}")
-        if step % eval_steps == 0 or step == total_steps:
-            evaluate_and_checkpoint(step)
+    for step in range(state.step + 1, total_steps + 1):
+        if step > 0:  # step 0 only validates the starting point
+            epoch, rows = batch_rows(config, step, steps_per_epoch, len(train))
+            mine = rows[accelerator.process_index :: accelerator.num_processes]  # this process's share
             model.train()
+            loss = accumulate_gradients(model, tokenizer, [train[i] for i in mine],
+                                        targets(vectors.rows(len(valid) + mine), weight, bias),
+                                        config.micro_batch_size, accelerator,
+                                        bfloat16=config.student_dtype == "bfloat16", matryoshka=matryoshka)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            seen += len(rows)
+            bar.update(1)
+            if accelerator.is_main_process and (step % config.log_steps == 0 or step == total_steps):
+                rate = seen / (time.perf_counter() - started)
+                append_log(run / "train_log.jsonl", {"step": step, "epoch": epoch, "loss": round(loss, 8),
+                                                     "lr": scheduler.get_last_lr()[0], "sentences_per_s": round(rate, 1)})
+                bar.set_postfix(loss=f"{loss:.3g}", sent_s=f"{rate:.0f}")
+        if step % eval_steps == 0 or step == total_steps:
+            if accelerator.is_main_process:
+                state, figures = evaluate(config, accelerator.unwrap_model(model), tokenizer, validation, state, step,
+                                          run)
+                bar.set_postfix(figures)
+            state = dataclasses.replace(state, step=step, finished=step >= total_steps,
+                                        seconds=round(time.perf_counter() - resumed_at, 1))
+            state = checkpoint(accelerator, run / "checkpoints", state)
     bar.close()
     return state
+
+
+def batch_rows(config, step, steps_per_epoch, count):
+    """(epoch, the training rows of `step`): epoch e draws its batches from a permutation seeded by seed + e, so the
+    rows of a step never depend on how the run got there."""
+    epoch, position = divmod(step - 1, steps_per_epoch)
+    order = np.random.default_rng(config.seed + epoch).permutation(count)
+    return epoch, order[position * config.batch_size : (position + 1) * config.batch_size]
+
+
+def evaluate(config, model, tokenizer, validation, state, step, run):
+    """Validates the model at `step`, logs the figures and, if --select prefers it, saves it as run/best; returns
+    (the state with the new best, the figures). Main process only."""
+    figures = validate(model, tokenizer, validation, config.teacher_batch_size, config.matryoshka_dims)
+    metric = selection_metric(config, figures, step)
+    chosen = state.best_metric is None or metric > state.best_metric
+    append_log(run / "train_log.jsonl", {"step": step, **figures, **({"selected": config.select} if chosen else {})})
+    if not chosen:
+        return state, figures
+    save_hpd_folder(model, tokenizer, run / "best")
+    return dataclasses.replace(state, best_metric=metric, best_step=step, best_figures=figures), figures
+
+
+def resume(accelerator, run):
+    """The state of the run's latest checkpoint, loaded into model, optimiser, schedule and RNG; a fresh state
+    without one. The log loses the records written after that checkpoint, so no step appears twice."""
+    latest = latest_checkpoint(run / "checkpoints")
+    state = TrainState()
+    if latest is not None:
+        accelerator.load_state(str(latest))
+        state = read_state(latest)
+        accelerator.print(f"Resuming training from step {state.step} ({latest}).")
+    if accelerator.is_main_process:
+        truncate_log(run / "train_log.jsonl", state.step)
+    return state
+
+
+def checkpoint(accelerator, folder, state):
+    """Writes step_N (model, optimiser, schedule, RNG), then its trainer_state.json, which marks it complete, and
+    removes older ones; returns the main process's state, which every process continues with."""
+    path = Path(folder) / f"step_{state.step:09d}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        _write_atomic(path / "trainer_state.json", json.dumps(dataclasses.asdict(state)))
+        for old in Path(folder).glob("step_*"):
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return read_state(path)
+
+
+def read_state(checkpoint_dir):
+    return TrainState(**json.loads((Path(checkpoint_dir) / "trainer_state.json").read_text()))
 
 
 def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, accelerator, bfloat16=False,
@@ -714,18 +760,6 @@ def targets(teacher_vectors, weight, bias):
 def latest_checkpoint(folder):
     done = sorted(p.parent for p in Path(folder).glob("step_*/trainer_state.json"))
     return done[-1] if done else None
-
-
-def save_checkpoint(accelerator, folder, state):
-    """Writes step_N (model, optimizer, scheduler, RNG) then its trainer_state.json, which marks it complete."""
-    path = Path(folder) / f"step_{state['step']:09d}"
-    accelerator.save_state(str(path))
-    if accelerator.is_main_process:
-        _write_atomic(path / "trainer_state.json", json.dumps(state))
-        for old in Path(folder).glob("step_*"):
-            if old != path:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
 
 
 def append_log(path, record):
@@ -801,12 +835,12 @@ def distill(config):
                 "corpus": corpus,
                 "processes": accelerator.num_processes,
                 "run_dir": str(config.run_dir()),
-                "best_step": state["best_step"],
-                "steps": state["step"],
-                "training_seconds": state.get("seconds"),
-                "validation": state["best_figures"],
+                "best_step": state.best_step,
+                "steps": state.step,
+                "training_seconds": state.seconds,
+                "validation": state.best_figures,
                 "selected_by": config.select,
-                "selection": f"step {state['best_step']} of {state['step']}: " + {
+                "selection": f"step {state.best_step} of {state.step}: " + {
                     "valid-mse": "the lowest validation MSE against the projected teacher vectors",
                     "stsb-dev": "the highest STS-B dev Spearman",
                     "last": "the last step"}[config.select]
@@ -817,7 +851,7 @@ def distill(config):
                                 sources=[work, *config.teacher, config.student]) as staging:
                 shutil.copytree(config.run_dir() / "best", staging, dirs_exist_ok=True)
                 _write_atomic(staging / "distill_config.json", json.dumps(record, indent=2) + "\n")
-            accelerator.print(f"Selected step {state['best_step']} ({record['selection']}): {state['best_figures']}. "
+            accelerator.print(f"Selected step {state.best_step} ({record['selection']}): {state.best_figures}. "
                               f"HPD model written to {output}")
         accelerator.wait_for_everyone()
     return output

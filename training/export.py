@@ -101,7 +101,7 @@ def export(model, format="onnx", quantize="none", calibration=None, target="avx5
     subfolder = folder / format
     _check_writable(subfolder, files, folder, overwrite)
 
-    from hpd_toolkit.training.convert import load_hpd
+    from hpd_models import load_hpd
 
     hpd_model, tokenizer = load_hpd(folder)
     hpd_model = hpd_model.float().eval()
@@ -333,7 +333,7 @@ class _quiet:
 def calibrate(model, corpus, sentences=10000, seed=0, batch_size=64, trust_remote_code=False, progress=print):
     """`hpd calibrate`: the per-dimension minimum and maximum of the model's embeddings over `sentences` sentences
     sampled from `corpus`, raw and L2-normalised, written to MODEL/embedding_ranges.json for int8/uint8."""
-    from hpd_toolkit.eval.sts import encode_by_length, load_encoder
+    from hpd_models import encode_by_length, load_encoder
 
     folder = Path(model).expanduser()
     if not folder.is_dir():

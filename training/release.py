@@ -20,7 +20,8 @@ import numpy as np
 import yaml
 
 from hpd_toolkit.eval.sts import PUBLISHED, TASK_TABLE, TASKS
-from hpd_toolkit.training.convert import load_error, load_hpd, resolve, save_hpd_folder, weights_sha256
+from hpd_models import load_error, load_hpd, resolve, save_hpd_folder
+from hpd_inference import weights_sha256
 from hpd_toolkit.training.hub_push import check_repo_id
 from hpd_toolkit.training.output_dir import replace_folder
 
@@ -321,7 +322,7 @@ def submission_model_meta(out, repo_id, revision, release_date=None, open_weight
     from mteb.models.model_meta import _get_source_model
 
     from hpd_toolkit.eval.mteb_eval import _model_meta
-    from hpd_toolkit.eval.sts import load_encoder
+    from hpd_models import load_encoder
     from hpd_toolkit.training.hub_push import hub_endpoint
 
     card = ModelCard.load(out / "README.md").data

@@ -134,6 +134,7 @@ class HPDModel(BertPreTrainedModel):
         convert_to_numpy=True,
         show_progress_bar=None,
         truncate_dim=None,
+        output_value="sentence_embedding",
     ):
         """Embeds a string or a list of strings: `(dim,)` or `(len(sentences), dim)`, float32.
 
@@ -141,7 +142,10 @@ class HPDModel(BertPreTrainedModel):
         The tokenizer defaults to the one saved with the model. The progress bar shows by default
         when there is more than one batch. `truncate_dim` keeps the first k coordinates (a size in
         `config.matryoshka_dims`; others warn), before `normalize_embeddings`, as sentence-transformers does.
+        `output_value="pooled_embedding"` returns the pooled encoder output that the projection reads.
         """
+        if output_value not in ("sentence_embedding", "pooled_embedding"):
+            raise ValueError(f"output_value must be 'sentence_embedding' or 'pooled_embedding'; got {output_value!r}.")
         if truncate_dim is not None:
             warning = self.config.truncation_warning(truncate_dim)
             if warning:
@@ -156,14 +160,14 @@ class HPDModel(BertPreTrainedModel):
         was_training = self.training
         self.eval()
         order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
-        dim = self.config.projection_dim
+        dim = self.config.projection_dim if output_value == "sentence_embedding" else self.config.hidden_size
         sorted_embeddings = []
         for start in tqdm(range(0, len(order), batch_size), desc="Encoding", disable=not show_progress_bar):
             batch = [sentences[i] for i in order[start : start + batch_size]]
             features = tokenizer(
                 batch, padding=True, truncation=True, max_length=self.config.max_seq_length, return_tensors="pt"
             ).to(self.device)
-            sorted_embeddings.append(self(**features).sentence_embedding.float())
+            sorted_embeddings.append(getattr(self(**features), output_value).float())
         self.train(was_training)
 
         embeddings = torch.empty(len(sentences), dim, device=self.device)
