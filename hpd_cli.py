@@ -5,6 +5,7 @@ prints it as one line (set HPD_DEBUG=1 for the traceback).
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 import warnings
@@ -262,9 +263,48 @@ def add_overwrite_flag(parser, target):
                         help=f"replace {target} even if it is a non-empty folder hpd did not write")
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that can add its flags when it is used (`add_flags`): `hpd distill`'s come from
+    DistillConfig, whose module imports torch, which `hpd --help` and the other commands should not wait for."""
+
+    def __init__(self, *args, add_flags=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_flags = add_flags
+
+    def parse_known_args(self, args=None, namespace=None):  # also the way to `hpd distill --help`
+        if self.add_flags is not None:
+            add_flags, self.add_flags = self.add_flags, None
+            add_flags(self)
+        return super().parse_known_args(args, namespace)
+
+
+def add_setting_flags(parser, settings):
+    """One flag per field of the dataclass `settings`, help and argparse keywords (choices, action, nargs) from its
+    metadata: a new setting is one field, and the default shown is the field's own."""
+    for field in dataclasses.fields(settings):
+        flag = dict(field.metadata)
+        if field.type is bool:
+            flag["action"] = "store_true"
+        elif "action" not in flag:
+            # int and float settings are converted here; list settings pass their comma-separated string on
+            flag["type"] = next((t for t in (int, float) if field.type in (t, t | None)), str)
+        if field.default not in (dataclasses.MISSING, None) and field.type is not bool:
+            flag["help"] = flag.get("help", "") + f" (default: {field.default})"
+        # None is "not given", so only the flags on the command line override a --config file's settings
+        parser.add_argument(f"--{field.name.replace('_', '-')}", default=None, **flag)
+
+
+def add_distill_flags(parser):
+    from hpd_toolkit.training.distill import DistillConfig
+
+    parser.add_argument("--config", help="YAML or TOML file of these settings (flags override it)")
+    add_setting_flags(parser, DistillConfig)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="hpd", description="HPD sentence-embedding toolkit.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=CommandParser)
 
     convert = commands.add_parser(
         "convert",
@@ -375,62 +415,8 @@ def build_parser():
         description="Homomorphic Projective Distillation: teacher vectors of a corpus, projected to --dim by PCA "
         "without mean-centring, taught to a student (encoder + mean pooling + Dense + tanh) with MSE. Every stage "
         "is resumable from --work-dir; runs under torchrun / accelerate launch for several processes.",
+        add_flags=add_distill_flags,
     )
-    distill.add_argument("--config", help="YAML or TOML file of these settings (flags override it)")
-    distill.add_argument("--teacher", action="append",
-                         help="sentence-transformers or HPD model (folder or Hub id); repeat for several teachers, "
-                         "whose L2-normalised vectors are joined before the projection")
-    distill.add_argument("--teacher-weights", help="several teachers: comma-separated weight of each (default 1 each)")
-    distill.add_argument("--student", help="student base: HPD, sentence-transformers or BERT model (folder or Hub id)")
-    distill.add_argument("--corpus", nargs="+", help="text files (.txt[.gz]), AllNLI .tsv.gz or WikiExtractor folders")
-    distill.add_argument("--output", help="HPD folder to write")
-    distill.add_argument("--dim", type=int, help="embedding dimension d (default 128)")
-    distill.add_argument("--matryoshka-dims", help="also train the output's prefixes as embeddings of their own, e.g. "
-                         "128,64,32 (--dim first, descending): the loss is the weighted sum of each prefix's MSE")
-    distill.add_argument("--matryoshka-weights", help="each --matryoshka-dims size's weight in the loss, e.g. 1,1,1 "
-                         "(default 1 each)")
-    distill.add_argument("--layers", help="student layers to keep, e.g. 0,2,4 (default: all)")
-    distill.add_argument("--max-sentences", type=int, help="use at most this many training sentences")
-    distill.add_argument("--pca-sentences", type=int, help="teacher vectors the PCA is fitted on (default 100000)")
-    distill.add_argument("--valid-sentences", type=int, help="held-out sentences for valid MSE (default 5000)")
-    distill.add_argument("--projection", choices=("pca", "pca-centered", "none"), help="default: pca (uncentred)")
-    distill.add_argument("--epochs", type=int, help="default 5")
-    distill.add_argument("--batch-size", type=int, help="global batch size (default 256)")
-    distill.add_argument("--head-init", choices=("random", "lstsq"),
-                         help="the 128-d head before training: random (default, as published) or the least-squares "
-                         "map from the student's pooled embeddings (linear probe; steadier on short runs)")
-    distill.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
-    distill.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 1000)")
-    distill.add_argument("--eval-steps", type=int, help="validate and checkpoint every N steps (default: each epoch)")
-    distill.add_argument("--sts-dev", help="data folder with STS-B dev: logged at every evaluation")
-    distill.add_argument("--select", choices=("valid-mse", "stsb-dev", "last"),
-                         help="which evaluated checkpoint becomes --output: lowest validation MSE (default), highest "
-                         "STS-B dev Spearman (needs --sts-dev) or the last")
-    distill.add_argument("--unit", choices=("sentence", "paragraph", "mixed"),
-                         help="WikiExtractor corpora: sentences (default), passages of whole sentences up to 160 "
-                         "words, or both")
-    distill.add_argument("--student-dtype", choices=("auto", "float32", "bfloat16"),
-                         help="training precision (default auto: mixed bf16/fp16 on GPU, float32 on CPU; bfloat16 "
-                         "autocast is faster on CPUs with AVX512-BF16 or AMX)")
-    distill.add_argument("--freeze-embeddings", action="store_true", default=None,
-                         help="keep the student's word-embedding matrix fixed (faster steps, fewer weights to move)")
-    distill.add_argument("--stop-after", choices=("teacher",),
-                         help="stop once the teacher vectors are cached (start a long run's expensive part early)")
-    distill.add_argument("--overwrite", action="store_true", default=None,
-                         help="replace --output even if hpd did not write it")
-    distill.add_argument("--trust-remote-code", action="store_true", default=None,
-                         help="allow teacher or student folders that run their own Python code")
-    distill.add_argument("--seed", type=int, help="default 42")
-    distill.add_argument("--work-dir", help="artefacts and checkpoints (default: OUTPUT.work)")
-    distill.add_argument("--teacher-batch-size", type=int, help="teacher encoding batch size (default 64)")
-    distill.add_argument("--micro-batch-size", type=int,
-                         help="sentences per forward pass, grouped by length; gradients add up to --batch-size (default 32)")
-    distill.add_argument("--chunk-size", type=int, help="teacher vectors per stored chunk (default 8192)")
-    distill.add_argument("--store-dtype", choices=("float16", "float32"), help="teacher store dtype (default float32)")
-    distill.add_argument("--teacher-dtype", choices=("float32", "bfloat16"),
-                         help="teacher compute precision (default float32; bfloat16 autocast is ~1.6x faster on CPUs "
-                         "with AVX512-BF16 or AMX, cosine to float32 >= 0.9999)")
-    distill.add_argument("--log-steps", type=int, help="training log interval (default 50)")
     distill.set_defaults(run=distill_command)
 
     export = commands.add_parser(

@@ -1,9 +1,11 @@
 """hpd distill on tiny in-process models: every stage, resuming, the projection, layers, config files, errors."""
 
+import dataclasses
 import gzip
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -263,6 +265,93 @@ def test_config_file_errors(tmp_path, capsys):
     assert "unknown setting(s) temperature" in capsys.readouterr().err
     assert hpd_cli.main(["distill", "--teacher", "T"]) == 1
     assert "--student, --corpus, --output must be given" in capsys.readouterr().err
+
+
+# --- the command line: flags made from DistillConfig's fields -----------------------------------------
+
+SETTINGS = {field.name: field for field in dataclasses.fields(DistillConfig)}
+
+
+def flag(name):
+    return f"--{name.replace('_', '-')}"
+
+
+def distill_help(capsys, monkeypatch):
+    """`hpd distill --help`, one line per option (wide enough that argparse wraps nothing)."""
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit) as exit:
+        hpd_cli.main(["distill", "--help"])
+    assert exit.value.code == 0
+    options = {}
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  --"):
+            options[line.split()[0]] = line.strip()
+        elif options and line.startswith("    "):  # the help of a long option comes on the next line
+            options[next(reversed(options))] += " " + line.strip()
+    return options
+
+
+def test_every_setting_is_a_flag_with_its_help_and_the_dataclass_default(capsys, monkeypatch):
+    lines = distill_help(capsys, monkeypatch)
+    assert set(lines) == {"--config", *map(flag, SETTINGS)}  # a new field gets its flag, and nothing else does
+    for name, field in SETTINGS.items():
+        assert field.metadata.get("help"), f"{name} has no help text"
+        shown = "" if field.default in (dataclasses.MISSING, None) or field.type is bool else \
+            f" (default: {field.default})"
+        assert lines[flag(name)].endswith(field.metadata["help"] + shown), lines[flag(name)]
+
+
+def test_every_flag_parses_to_what_distill_config_takes(monkeypatch):
+    import hpd_toolkit.training.distill
+
+    required = ["--teacher", "T", "--student", "S", "--corpus", "a.txt", "--output", "out"]
+    untouched = hpd_cli.build_parser().parse_args(["distill", *required])
+    # unset flags stay None, so that only the flags given override a --config file
+    assert all(getattr(untouched, name) is None for name in SETTINGS if flag(name) not in required)
+    argv = ["distill", "--teacher", "T", "--teacher", "U", "--teacher-weights", "1,0.5", "--corpus", "a", "b",
+            "--layers", "0,2", "--matryoshka-dims", "64,32", "--matryoshka-weights", "1,2", "--student", "S",
+            "--output", "out", "--sts-dev", "senteval", "--work-dir", "w", "--dim", "64"]
+    expected = {"teacher": ["T", "U"], "teacher_weights": [1.0, 0.5], "corpus": ["a", "b"], "layers": [0, 2],
+                "matryoshka_dims": [64, 32], "matryoshka_weights": [1.0, 2.0], "student": "S", "output": "out",
+                "sts_dev": "senteval", "work_dir": "w", "dim": 64}
+    for name, field in SETTINGS.items():  # every other setting given, as a value other than its default
+        if name in expected or flag(name) in argv:
+            continue
+        if field.type is bool:
+            argv.append(flag(name))
+            expected[name] = True
+        else:
+            choices = field.metadata.get("choices")
+            value = next(c for c in choices if c != field.default) if choices else \
+                (2 * (field.default or 3) if field.type in (int, int | None) else field.default / 2)
+            argv += [flag(name), str(value)]
+            expected[name] = value
+    seen = []
+    monkeypatch.setattr(hpd_toolkit.training.distill, "distill", seen.append)
+    args = hpd_cli.build_parser().parse_args(argv)
+    args.run(args)
+    assert set(expected) == set(SETTINGS)
+    assert {name: getattr(seen[0], name) for name in SETTINGS} == expected
+
+
+def test_readme_lists_every_distill_flag_with_its_defaults_and_choices(capsys, monkeypatch):
+    readme = (REPO / "README.md").read_text()
+    synopsis = readme.split("## Distilling: `hpd distill`")[1].split("```bash\n")[1].split("```")[0]
+    listed = dict(re.findall(r"\[?(--[a-z-]+)(?: ([^\s\[\]]+))?", synopsis))
+    assert sorted(set(listed) ^ set(distill_help(capsys, monkeypatch))) == []  # missing from or unknown to hpd
+    for name, field in SETTINGS.items():
+        value = listed[flag(name)]
+        if field.metadata.get("choices"):
+            assert set(value.split("|")) == set(field.metadata["choices"]), name
+        elif re.fullmatch(r"[0-9.e-]+", value) and field.default is not None:
+            assert float(value) == field.default, name
+
+
+def test_other_commands_do_not_wait_for_the_distill_module():
+    code = ("import sys, hpd_cli; hpd_cli.build_parser().parse_args(['encode', 'x']); "
+            "print('hpd_toolkit.training.distill' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.split() == ["False"], result.stderr
 
 
 # --- many processes ---------------------------------------------------------------------------------

@@ -50,48 +50,78 @@ HEAD_INITS = ("random", "lstsq")
 SELECTIONS = ("valid-mse", "stsb-dev", "last")
 UNITS = ("sentence", "paragraph", "mixed")
 STUDENT_DTYPES = ("auto", "float32", "bfloat16")
+TEACHER_DTYPES = ("float32", "bfloat16")
+STORE_DTYPES = ("float16", "float32")
+STOP_AFTER = ("teacher",)
 HEAD_INIT_SENTENCES = 10_000  # training sentences the least-squares head is fitted on (hidden + 1 unknowns each)
 DATA_SETTINGS = ("corpus", "unit", "valid_sentences", "seed", "chunk_size", "store_dtype")
 TEACHER_SETTINGS = ("teacher", "teacher_dtype")  # each teacher's own folder records these, with its weights' hash
 
 
+def setting(default=dataclasses.MISSING, help="", **flag):
+    """A DistillConfig field with its `hpd distill` flag's help text and any argparse keywords (choices, action,
+    nargs) its type does not imply: hpd_cli builds the flags from these, so a setting is written in one place."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 @dataclasses.dataclass
 class DistillConfig:
-    teacher: list[str]  # one or several teachers (sentence-transformers or HPD models)
-    student: str
-    corpus: list[str]
-    output: str
-    teacher_weights: list[float] | None = None  # several teachers: each one's scale in the joint target (default 1)
-    dim: int = 128
-    matryoshka_dims: list[int] | None = None  # e.g. 128,64,32: every prefix of the output learns the target's prefix
-    matryoshka_weights: list[float] | None = None  # each prefix's weight in the loss (default 1 each)
-    layers: list[int] | None = None  # student layers to keep (layer reduction); None keeps all
-    max_sentences: int | None = None
-    pca_sentences: int = 100_000
-    valid_sentences: int = 5000
-    projection: str = "pca"
-    head_init: str = "random"  # lstsq: linear probe first, so a random head does not disturb the encoder early on
-    unit: str = "sentence"  # paragraph / mixed: the student also sees document-length text (WikiExtractor corpora)
-    select: str = "valid-mse"  # which checkpoint becomes --output (docs/reproduction.md: why this default)
-    epochs: int = 5
-    batch_size: int = 256
-    lr: float = 1e-4
-    warmup_steps: int = 1000
-    eval_steps: int | None = None  # default: once per epoch
-    sts_dev: str | None = None
-    seed: int = 42
-    work_dir: str | None = None  # default: <output>.work
-    teacher_batch_size: int = 64
-    micro_batch_size: int = 32  # sentences per forward pass; the optimiser still sees --batch-size
-    chunk_size: int = 8192  # teacher vectors per stored chunk: the most a killed run can lose
-    store_dtype: str = "float32"
-    teacher_dtype: str = "float32"  # bfloat16: autocast, ~1.6x faster on AVX512-BF16 CPUs, cosine >= 0.9999
-    student_dtype: str = "auto"  # training precision: auto = bf16/fp16 mixed on GPU, float32 on CPU
-    freeze_embeddings: bool = False  # keep the word-embedding matrix fixed (most of a small student's weights)
-    stop_after: str | None = None  # "teacher": only cache the teacher vectors (start long runs early)
-    overwrite: bool = False  # replace an --output folder the toolkit did not write
-    trust_remote_code: bool = False  # allow teacher/student folders that ship their own Python code
-    log_steps: int = 50
+    """Every `hpd distill` setting. A list setting also takes a comma-separated string (`--layers 0,2,4`)."""
+
+    teacher: list[str] = setting(action="append", help="sentence-transformers or HPD model (folder or Hub id); "
+                                 "repeat for several teachers, whose L2-normalised vectors are joined before the "
+                                 "projection")
+    student: str = setting(help="student base: HPD, sentence-transformers or BERT model (folder or Hub id)")
+    corpus: list[str] = setting(nargs="+", help="text files (.txt[.gz]), AllNLI .tsv.gz or WikiExtractor folders")
+    output: str = setting(help="HPD folder to write")
+    teacher_weights: list[float] | None = setting(None, help="several teachers: comma-separated weight of each in "
+                                                  "the joint target (default 1 each)")
+    dim: int = setting(128, help="embedding dimension d")
+    matryoshka_dims: list[int] | None = setting(None, help="also train the output's prefixes as embeddings of their "
+                                                "own, e.g. 128,64,32 (--dim first, descending): the loss is the "
+                                                "weighted sum of each prefix's MSE")
+    matryoshka_weights: list[float] | None = setting(None, help="each --matryoshka-dims size's weight in the loss, "
+                                                     "e.g. 1,1,1 (default 1 each)")
+    layers: list[int] | None = setting(None, help="student layers to keep, e.g. 0,2,4 (default: all)")
+    max_sentences: int | None = setting(None, help="use at most this many training sentences (default: all)")
+    pca_sentences: int = setting(100_000, help="teacher vectors the PCA is fitted on")
+    valid_sentences: int = setting(5000, help="held-out sentences for valid MSE")
+    projection: str = setting("pca", choices=PROJECTIONS, help="pca: PCA without mean-centring, as published; "
+                              "pca-centered subtracts the mean; none keeps the teacher's vectors and dimension")
+    head_init: str = setting("random", choices=HEAD_INITS, help="the head before training: random, as published, "
+                             "or the least-squares map from the student's pooled embeddings, a linear probe first so "
+                             "that a random head does not disturb the encoder early on: steadier on short runs")
+    unit: str = setting("sentence", choices=UNITS, help="what WikiExtractor corpora are cut into: sentences; "
+                        "paragraph: passages of whole sentences up to 160 words; mixed: both")
+    # docs/reproduction.md says why valid-mse is the default
+    select: str = setting("valid-mse", choices=SELECTIONS, help="which evaluated checkpoint becomes --output: lowest "
+                          "validation MSE, highest STS-B dev Spearman (needs --sts-dev) or the last")
+    epochs: int = setting(5, help="training epochs")
+    batch_size: int = setting(256, help="global batch size")
+    lr: float = setting(1e-4, help="AdamW learning rate")
+    warmup_steps: int = setting(1000, help="linear warm-up steps")
+    eval_steps: int | None = setting(None, help="validate and checkpoint every N steps (default: each epoch)")
+    sts_dev: str | None = setting(None, help="data folder with STS-B dev: logged at every evaluation")
+    seed: int = setting(42, help="seed of the corpus shuffle and split, the PCA, the student's new weights and the "
+                        "training order")
+    work_dir: str | None = setting(None, help="artefacts and checkpoints (default: OUTPUT.work)")
+    teacher_batch_size: int = setting(64, help="teacher encoding batch size")
+    micro_batch_size: int = setting(32, help="sentences per forward pass, grouped by length; gradients add up to "
+                                    "--batch-size")
+    chunk_size: int = setting(8192, help="teacher vectors per stored chunk: the most a killed run can lose")
+    store_dtype: str = setting("float32", choices=STORE_DTYPES, help="teacher store dtype")
+    teacher_dtype: str = setting("float32", choices=TEACHER_DTYPES, help="teacher compute precision; bfloat16 "
+                                 "autocast is ~1.6x faster on CPUs with AVX512-BF16 or AMX, cosine to float32 >= "
+                                 "0.9999")
+    student_dtype: str = setting("auto", choices=STUDENT_DTYPES, help="training precision; auto: mixed bf16/fp16 on "
+                                 "GPU, float32 on CPU; bfloat16 autocast is faster on CPUs with AVX512-BF16 or AMX")
+    freeze_embeddings: bool = setting(False, help="keep the student's word-embedding matrix fixed (faster steps, "
+                                      "fewer weights to move)")
+    stop_after: str | None = setting(None, choices=STOP_AFTER, help="stop once the teacher vectors are cached "
+                                     "(start a long run's expensive part early)")
+    overwrite: bool = setting(False, help="replace --output even if hpd did not write it")
+    trust_remote_code: bool = setting(False, help="allow teacher or student folders that run their own Python code")
+    log_steps: int = setting(50, help="training log interval")
 
     def __post_init__(self):
         if isinstance(self.corpus, (str, Path)):
@@ -120,12 +150,12 @@ class DistillConfig:
             raise ValueError(f"--projection must be one of {', '.join(PROJECTIONS)}; got {self.projection!r}.")
         if self.head_init not in HEAD_INITS:
             raise ValueError(f"--head-init must be one of {', '.join(HEAD_INITS)}; got {self.head_init!r}.")
-        if self.store_dtype not in ("float16", "float32"):
+        if self.store_dtype not in STORE_DTYPES:
             raise ValueError(f"--store-dtype must be float16 or float32; got {self.store_dtype!r}.")
-        if self.teacher_dtype not in ("float32", "bfloat16"):
+        if self.teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f"--teacher-dtype must be float32 or bfloat16; got {self.teacher_dtype!r}.")
         for name, allowed in (("select", SELECTIONS), ("unit", UNITS), ("student_dtype", STUDENT_DTYPES),
-                              ("stop_after", (None, "teacher"))):
+                              ("stop_after", (None, *STOP_AFTER))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of "
                                  f"{', '.join(a for a in allowed if a)}; got {getattr(self, name)!r}.")
