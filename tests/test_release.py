@@ -13,8 +13,8 @@ from conftest import tiny_model
 from hpd_models import save_hpd_folder
 from hpd_inference import weights_sha256
 from hpd_toolkit.training.output_dir import MARKER
-from hpd_toolkit.training.release import (MAX_RESULT_BYTES, REQUIRED_FILES, build_release, check_mteb_submission,
-                              check_release, example_sentences)
+from hpd_toolkit.training.release import (MAX_RESULT_BYTES, REQUIRED_FILES, TEMPLATE, build_release,
+                              check_mteb_submission, check_release, example_sentences)
 
 SCORES = {"STS12": 70.1, "STS13": 80.2, "STS14": 75.3, "STS15": 82.4, "STS16": 79.5, "STSBenchmark": 81.6,
           "SICKRelatedness": 77.7, "Avg": 78.11}
@@ -91,6 +91,17 @@ def test_card_leaves_out_what_it_does_not_know(tmp_path, tokenizer):
     card = ModelCard.load(out / "README.md")
     assert card.data.eval_results is None and card.data.base_model is None
     assert "## Results" not in card.text and "## Training" not in card.text and "student base" not in card.text
+
+
+def test_a_template_with_a_name_the_card_does_not_define_is_refused(tiny_folder, tmp_path):
+    template = tmp_path / "card.md"  # huggingface_hub's from_template would render the misspelt name as ""
+    template.write_text(TEMPLATE.read_text().replace("{{ embedding_dim }}-dim", "{{ embeding_dim }}-dim"))
+    with pytest.raises(ValueError, match=r"card\.md uses embeding_dim, which the model card does not define"):
+        build_release(str(tiny_folder), tmp_path / "release", "org/tiny", template=template)
+    template.write_text("# {{ model_name }}\n")  # no front matter, so no widget sentences to check the loaders with
+    with pytest.raises(ValueError, match="card.md has no sentence-similarity widget in its front matter"):
+        build_release(str(tiny_folder), tmp_path / "release", "org/tiny", template=template)
+    assert not (tmp_path / "release").exists()
 
 
 def test_check_finds_a_broken_folder(tiny_folder, tmp_path, capsys):

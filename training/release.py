@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from jinja2 import Environment, meta
 
 from hpd_toolkit.eval.sts import PUBLISHED, TASK_TABLE, TASKS
 from hpd_models import load_error, load_hpd, resolve, save_hpd_folder
@@ -134,27 +135,19 @@ def result_labels(task, result, matryoshka):
 
 def example_sentences(template=TEMPLATE):
     """The sentence-similarity widget of the model card template: source sentence, then the others."""
-    widget = front_matter(Path(template).read_text(encoding="utf-8"))[0]["widget"][0]
-    return [widget["source_sentence"], *widget["sentences"]]
-
-
-def front_matter(text):
-    """(metadata dict, body) of a markdown file with YAML front matter."""
-    if not text.startswith("---\n"):
-        raise ValueError("the model card has no YAML front matter")
-    header, body = text[4:].split("\n---\n", 1)
-    return yaml.safe_load(header) or {}, body
+    widget = ModelCard(Path(template).read_text(encoding="utf-8")).data.get("widget")
+    if not widget:
+        raise ValueError(f"the model card template {template} has no sentence-similarity widget in its front matter")
+    return [widget[0]["source_sentence"], *widget[0]["sentences"]]
 
 
 def render_card(model, repo_id, results, distill_config, license, base_model, template=TEMPLATE, exported=()):
-    """README.md: template front matter + license, base_model, model-index; the body rendered by jinja2.
+    """README.md by huggingface_hub's ModelCard.from_template: the template's front matter plus license, base_model
+    and model-index make its ModelCardData, and jinja2 fills in the template's body.
 
     Sections without data (results, training) are left out; nothing is guessed."""
-    import jinja2
-    from huggingface_hub import EvalResult, ModelCardData
-
-    metadata, body = front_matter(Path(template).read_text(encoding="utf-8"))
-    matryoshka = model.config.matryoshka_dims
+    layout = ModelCard(Path(template).read_text(encoding="utf-8"))  # .data: front matter, .text: jinja2 body
+    config, matryoshka = model.config, model.config.matryoshka_dims
     eval_results = [
         EvalResult(task_type="STS", task_name="Semantic Textual Similarity", dataset_type=TASK_TABLE[task].dataset,
                    dataset_name=dataset_name, dataset_split="test", metric_type="cosine_spearman", metric_value=score,
@@ -162,13 +155,12 @@ def render_card(model, repo_id, results, distill_config, license, base_model, te
         for result in results for task, score in result["scores"].items() if task != "Avg"
         for dataset_name, metric_name in [result_labels(task, result, matryoshka)]
     ]
-    card_data = ModelCardData(**metadata, license=license, base_model=base_model, model_name=repo_id,
+    card_data = ModelCardData(**layout.data.to_dict(), license=license, base_model=base_model, model_name=repo_id,
                               eval_results=eval_results or None)
-    config = model.config
     parameters = sum(p.numel() for p in model.parameters())
     projection = (f"Dense {config.hidden_size} → {config.embedding_dim} + {config.projection_activation}"
                   if config.embedding_dim else "none") + (", L2-normalised" if config.normalize else "")
-    text = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(body).render(
+    fields = dict(
         model_name=repo_id.split("/")[1], repo_id=repo_id, pooling=config.pooling,
         embedding_dim=config.projection_dim, bytes_per_embedding=4 * config.projection_dim,
         parameters=f"{parameters / 1e6:.1f}M ({parameters:,})", layers=config.num_hidden_layers,
@@ -182,7 +174,13 @@ def render_card(model, repo_id, results, distill_config, license, base_model, te
         normalize=config.normalize, onnx=[name for name in exported if name.endswith(".onnx")],
         openvino=[name for name in exported if name.endswith(".xml")],
     )
-    return f"---\n{card_data.to_yaml()}\n---\n{text}"
+    # from_template renders with jinja2's lenient Undefined, where a misspelt name would leave a silent hole
+    unknown = meta.find_undeclared_variables(Environment().parse(layout.text)) - {*fields, *card_data.to_dict()}
+    if unknown:
+        raise ValueError(f"{template} uses {', '.join(sorted(unknown))}, which the model card does not define.")
+    # jinja2 drops a template's final newline; the extra one keeps the template's own
+    return str(ModelCard.from_template(card_data, template_str=f"---\n{{{{ card_data }}}}\n---\n{layout.text}\n",
+                                       **fields))
 
 
 def results_table(results, repo_id, matryoshka=None):
@@ -316,7 +314,6 @@ def submission_model_meta(out, repo_id, revision, release_date=None, open_weight
 
     Filled from the release folder `out`: the model (sizes, dimension, similarity), its card (language, licence,
     base model, read as mteb reads a Hub card), distill_config.json (training data), the template's citation."""
-    from huggingface_hub import ModelCard
     from mteb.languages.iso_mappings import _hf_langs_to_iso_lang_scripts
     from mteb.models import ModelMeta
     from mteb.models.model_meta import _get_source_model
@@ -571,8 +568,6 @@ def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE, trust_re
     Each loader runs in a fresh offline process; its embeddings of the card's example sentences must equal
     `reference` (default: HPDModel loaded here) within `atol`. The loaders run the folder's Python files,
     so those must be this toolkit's own unless `trust_remote_code`."""
-    from huggingface_hub import ModelCard
-
     folder = Path(folder)
     if not folder.is_dir():
         return [f"{folder}: no such folder"]
