@@ -1,9 +1,15 @@
 """Configuration of an HPD sentence encoder: a BERT-family encoder plus the HPD embedding head.
 
 HPD (Homomorphic Projective Distillation, Zhao et al., Findings of ACL 2022) trains a small encoder
-with pooling and a learnable `Dense(hidden -> embedding_dim) + tanh` projection to mimic a large
+with pooling and a learnable head, `Dense(hidden -> embedding_dim) + tanh`, to mimic a large
 teacher's PCA-projected sentence embeddings. This file ships to the Hub as remote code next to
 `modeling_hpd.py`, so it depends on transformers only.
+
+Names: the student's Dense + activation is the *head*; its stored names keep the published checkpoints'
+spelling (weights `projection.*`, keys `projection_activation`, `projection_bias`), while *projection* alone
+means the teacher's PCA map (`hpd distill --projection`). `embedding_dim` is the size of the sentence
+embedding (the head's output; None: no head, the pooled vector); `projection_dim` is that size in every case,
+under the name sentence-transformers reads; the command line spells it `--dim`.
 """
 
 from transformers import BertConfig
@@ -25,12 +31,12 @@ class HPDConfig(BertConfig):
             How token states become one vector: `"mean"` (over non-padding tokens), `"cls"` (first token)
             or `"max"` (element-wise over non-padding tokens).
         embedding_dim (`int` or `None`, defaults to 128):
-            Output size of the learnable projection. `None` means no projection: the pooled vector is
+            Output size of the head. `None` means no head: the pooled vector is
             the embedding, as in plain sentence-transformers models such as all-MiniLM-L6-v2.
         projection_activation (`str`, defaults to `"tanh"`):
-            Activation after the projection: `"tanh"` (HPD) or `"identity"`.
+            Activation after the head's Dense layer: `"tanh"` (HPD) or `"identity"`.
         projection_bias (`bool`, defaults to `True`):
-            Whether the projection has a bias.
+            Whether the head's Dense layer has a bias.
         normalize (`bool`, defaults to `False`):
             L2-normalise the output. Off in the published HPD models.
         max_seq_length (`int`, *optional*):
@@ -69,7 +75,7 @@ class HPDConfig(BertConfig):
             raise ValueError(f"HPDConfig.pooling must be one of {', '.join(POOLING_MODES)}; got {self.pooling!r}.")
         if self.embedding_dim is not None and not _is_positive_int(self.embedding_dim):
             raise ValueError(
-                f"HPDConfig.embedding_dim must be a positive integer or None (no projection); got {self.embedding_dim!r}."
+                f"HPDConfig.embedding_dim must be a positive integer or None (no head); got {self.embedding_dim!r}."
             )
         if self.projection_activation not in PROJECTION_ACTIVATIONS:
             raise ValueError(
@@ -94,7 +100,7 @@ class HPDConfig(BertConfig):
 
     @property
     def projection_dim(self):
-        """Size of the sentence embedding (the name sentence-transformers reads it under)."""
+        """Size of the sentence embedding, with or without a head (the name sentence-transformers reads it under)."""
         return self.hidden_size if self.embedding_dim is None else self.embedding_dim
 
     def truncation_warning(self, dim, name="truncate_dim"):

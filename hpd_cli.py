@@ -422,7 +422,7 @@ def build_parser():
     export = commands.add_parser(
         "export",
         help="export an HPD model as one ONNX or OpenVINO graph (optionally int8) into its folder",
-        description="Export the whole model (encoder, pooling, projection, activation, normalisation) as one graph "
+        description="Export the whole model (encoder, pooling, head, normalisation) as one graph "
         "with dynamic batch and sequence length into MODEL/onnx/ or MODEL/openvino/, checked against the PyTorch "
         "model before it is written. Run it with hpd encode / hpd eval sts --backend onnx|openvino, or from Python "
         "with hpd_inference.HPDOnnxEncoder / HPDOpenVINOEncoder.",

@@ -157,7 +157,7 @@ def pair_similarity(a, b, precision="float32", ranges=None, dim=None):
 # --- exported graphs ----------------------------------------------------------------------------------------
 
 class _ExportedEncoder:
-    """Tokenizer + one exported graph (encoder, pooling, projection, activation, optional normalisation)."""
+    """Tokenizer + one exported graph (encoder, pooling, head, optional normalisation)."""
 
     backend = None
 
@@ -179,7 +179,7 @@ class _ExportedEncoder:
                              f"{again}")
         if exported_from != weights_sha256(self.folder):
             raise ValueError(f"{self.path} was exported from other weights than {self.folder} holds now; {again}")
-        self.dim = self.config.get("embedding_dim") or self.config["hidden_size"]
+        self.embedding_dim = self.config.get("embedding_dim") or self.config["hidden_size"]
         self.max_seq_length = self.config.get("max_seq_length") or self.config.get("max_position_embeddings", 512)
         self._tokenizer = None
         self._ranges = {}
@@ -225,7 +225,7 @@ class _ExportedEncoder:
         if show_progress_bar is None:
             show_progress_bar = len(sentences) > batch_size
         order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
-        embeddings = np.empty((len(sentences), self.dim), dtype=np.float32)
+        embeddings = np.empty((len(sentences), self.embedding_dim), dtype=np.float32)
         for start in tqdm(range(0, len(order), batch_size), desc="Encoding", disable=not show_progress_bar):
             indices = order[start : start + batch_size]
             embeddings[indices] = self._run(self.preprocess([sentences[i] for i in indices], tokenizer))
@@ -244,7 +244,7 @@ class _ExportedEncoder:
         return embeddings[0] if single else embeddings
 
     def get_embedding_dimension(self):
-        return self.dim
+        return self.embedding_dim
 
     def _load(self, threads):
         raise NotImplementedError

@@ -262,7 +262,7 @@ class VectorIndex:
         check_index_options(index_type, precision, rescore)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         count, dim = vectors.shape
-        self.index_type, self.precision, self.dim, self.rescore = index_type, precision, dim, rescore
+        self.index_type, self.precision, self.embedding_dim, self.rescore = index_type, precision, dim, rescore
         self.rescore_vectors = rescore_vectors if rescore_vectors is not None else (vectors if rescore else None)
         if precision == "binary":
             if dim % 8:
@@ -293,7 +293,7 @@ class VectorIndex:
         depth = max(k, self.rescore)
         scores, ids = self.index.search(self._codes(queries), min(depth, self.index.ntotal))
         if self.precision == "binary":
-            scores = (self.dim - 2 * scores).astype(np.float32)  # the dot product of the +-1 sign vectors
+            scores = (self.embedding_dim - 2 * scores).astype(np.float32)  # the dot product of the +-1 sign vectors
         if self.rescore:
             exact = np.einsum("qkd,qd->qk", np.asarray(self.rescore_vectors[np.maximum(ids, 0)]), queries)
             exact[ids < 0] = -np.inf
@@ -307,7 +307,7 @@ class VectorIndex:
     @property
     def vector_bytes(self):
         """Bytes of one stored vector (the code; graph links of hnsw not included)."""
-        return self.dim // 8 if self.precision == "binary" else self.dim * (1 if self.precision == "int8" else 4)
+        return self.embedding_dim // 8 if self.precision == "binary" else self.embedding_dim * (1 if self.precision == "int8" else 4)
 
 
 def index_bytes(index):
@@ -398,7 +398,7 @@ def evaluate_retrieval(model, data_dir, index_type="flat", precision="float32", 
         "index": index_type, "precision": precision, "rescore": rescore,
         "ef_search": ef_search if index_type == "hnsw" else None,
         "scores": {name: round(100 * value, 2) for name, value in metrics.items()},
-        "embedding_dim": index.dim,
+        "embedding_dim": index.embedding_dim,
         "vector_bytes": index.vector_bytes,
         "index_bytes": index.bytes(),
         "rescore_bytes_on_disk": int(doc_vectors.nbytes) if rescore else 0,

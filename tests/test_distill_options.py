@@ -15,7 +15,7 @@ from conftest import tiny_model
 from test_distill import NO_DROPOUT, config_for, models, read_log, run_distill  # noqa: F401 (fixture)
 from hpd_models import save_hpd_folder
 from hpd_toolkit.training.corpus import prepare_sentences, read_corpus
-from hpd_toolkit.training.distill import DistillConfig, TeacherStore, distill
+from hpd_toolkit.training.distill import TeacherStore, distill
 
 
 @pytest.fixture(scope="module")

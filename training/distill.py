@@ -505,8 +505,9 @@ def projection_stage(config, vectors, valid_count, accelerator):
 
 # --- stage 4: the student ---------------------------------------------------------------------------
 
-def build_student(base, dim, layers=None, seed=42, trust_remote_code=False, matryoshka_dims=None):
-    """(HPDModel, tokenizer): the base's encoder (optionally only `layers`) under a fresh dim-d tanh head; its config
+def build_student(base, embedding_dim, layers=None, seed=42, trust_remote_code=False, matryoshka_dims=None):
+    """(HPDModel, tokenizer): the base's encoder (optionally only `layers`) under a fresh tanh head of
+    `embedding_dim` outputs; its config
     records `matryoshka_dims`, the sizes it will be trained to be truncated to.
 
     `base` is an HPD or sentence-transformers model, or a plain BERT checkpoint (e.g. TinyBERT)."""
@@ -536,7 +537,7 @@ def build_student(base, dim, layers=None, seed=42, trust_remote_code=False, matr
                          f"{layer_count - 1} (the student base has {layer_count} layers).")
     fields = {k: v for k, v in encoder.config.to_dict().items()
               if k not in ("model_type", "architectures", "auto_map", *HEAD_FIELDS)}
-    config = HPDConfig(**{**fields, "num_hidden_layers": len(layers)}, pooling=pooling, embedding_dim=dim,
+    config = HPDConfig(**{**fields, "num_hidden_layers": len(layers)}, pooling=pooling, embedding_dim=embedding_dim,
                        projection_activation="tanh", normalize=False, max_seq_length=max_seq_length,
                        matryoshka_dims=matryoshka_dims)
     torch.manual_seed(seed)

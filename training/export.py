@@ -1,6 +1,6 @@
 """`hpd export` and `hpd calibrate`: an HPD model as one graph for ONNX Runtime / OpenVINO, and its int8 ranges.
 
-The whole model (encoder, pooling, projection, activation, optional L2 normalisation) is exported by
+The whole model (encoder, pooling, head, optional L2 normalisation) is exported by
 `torch.onnx.export` (the dynamo exporter) as one graph with dynamic batch and sequence axes, inputs `input_ids`,
 `attention_mask`, `token_type_ids` and output `sentence_embedding`, into the model folder in the layout of
 sentence-transformers' backends:

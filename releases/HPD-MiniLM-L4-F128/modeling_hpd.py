@@ -1,4 +1,4 @@
-"""HPD sentence encoder: BERT-family encoder -> pooling -> projection -> activation (-> L2 normalise).
+"""HPD sentence encoder: BERT-family encoder -> pooling -> head (Dense, activation) (-> L2 normalise).
 
 `HPDModel(...)(input_ids, attention_mask).sentence_embedding` is the sentence embedding; `encode`
 turns a list of strings into embeddings. This file ships to the Hub as remote code next to
@@ -25,7 +25,7 @@ except ImportError:  # imported from the installed toolkit, where both are top-l
 class HPDModelOutput(ModelOutput):
     """
     sentence_embedding: the final sentence vector, `(batch, embedding_dim or hidden_size)`.
-    pooled_embedding: the pooled token states before the projection, `(batch, hidden_size)`.
+    pooled_embedding: the pooled token states before the head, `(batch, hidden_size)`.
     last_hidden_state: the encoder's token states, `(batch, seq_len, hidden_size)`.
     hidden_states / attentions: per layer, when asked for with `output_hidden_states` / `output_attentions`.
     """
@@ -58,6 +58,7 @@ class HPDModel(BertPreTrainedModel):
         if config.embedding_dim is None:
             self.projection = None
         else:
+            # the head's Dense layer, named as in the published checkpoints' weights (projection.*)
             self.projection = nn.Linear(config.hidden_size, config.embedding_dim, bias=config.projection_bias)
         self._tokenizer = None
         self._loading_kwargs = {}  # how the weights were loaded: the saved tokenizer is loaded the same way
@@ -142,7 +143,7 @@ class HPDModel(BertPreTrainedModel):
         The tokenizer defaults to the one saved with the model. The progress bar shows by default
         when there is more than one batch. `truncate_dim` keeps the first k coordinates (a size in
         `config.matryoshka_dims`; others warn), before `normalize_embeddings`, as sentence-transformers does.
-        `output_value="pooled_embedding"` returns the pooled encoder output that the projection reads.
+        `output_value="pooled_embedding"` returns the pooled encoder output that the head reads.
         """
         if output_value not in ("sentence_embedding", "pooled_embedding"):
             raise ValueError(f"output_value must be 'sentence_embedding' or 'pooled_embedding'; got {output_value!r}.")
