@@ -494,7 +494,7 @@ def test_bfloat16_teacher_is_close_to_float32_and_keeps_its_own_vectors(models, 
     # the other precision in the same work dir: vectors of its own beside the float32 ones, nothing mixed
     distill(config_for(models, tmp_path, epochs=1, work_dir=str(tmp_path / "fp32"), teacher_dtype="bfloat16"))
     assert len(list((tmp_path / "fp32" / "teachers").iterdir())) == 2
-    with pytest.raises(ValueError, match="--teacher-dtype must be float32 or bfloat16"):
+    with pytest.raises(ValueError, match="--teacher-dtype must be one of float32, bfloat16; got .float16."):
         config_for(models, tmp_path, teacher_dtype="float16")
 
 

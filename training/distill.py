@@ -43,12 +43,12 @@ from tqdm.auto import tqdm
 
 from configuration_hpd import HPDConfig
 from hpd_models import save_hpd_folder
+from hpd_toolkit.training.corpus import UNITS
 from modeling_hpd import HPDModel
 
 PROJECTIONS = ("pca", "pca-centered", "none")
 HEAD_INITS = ("random", "lstsq")
 SELECTIONS = ("valid-mse", "stsb-dev", "last")
-UNITS = ("sentence", "paragraph", "mixed")
 STUDENT_DTYPES = ("auto", "float32", "bfloat16")
 TEACHER_DTYPES = ("float32", "bfloat16")
 STORE_DTYPES = ("float16", "float32")
@@ -146,19 +146,11 @@ class DistillConfig:
         if isinstance(self.layers, str):
             self.layers = [int(x) for x in self.layers.split(",") if x.strip()]
         self._check_matryoshka()
-        if self.projection not in PROJECTIONS:
-            raise ValueError(f"--projection must be one of {', '.join(PROJECTIONS)}; got {self.projection!r}.")
-        if self.head_init not in HEAD_INITS:
-            raise ValueError(f"--head-init must be one of {', '.join(HEAD_INITS)}; got {self.head_init!r}.")
-        if self.store_dtype not in STORE_DTYPES:
-            raise ValueError(f"--store-dtype must be float16 or float32; got {self.store_dtype!r}.")
-        if self.teacher_dtype not in TEACHER_DTYPES:
-            raise ValueError(f"--teacher-dtype must be float32 or bfloat16; got {self.teacher_dtype!r}.")
-        for name, allowed in (("select", SELECTIONS), ("unit", UNITS), ("student_dtype", STUDENT_DTYPES),
-                              ("stop_after", (None, *STOP_AFTER))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name.replace('_', '-')} must be one of "
-                                 f"{', '.join(a for a in allowed if a)}; got {getattr(self, name)!r}.")
+        for field in dataclasses.fields(self):  # the settings with a fixed set of values
+            allowed, value = field.metadata.get("choices"), getattr(self, field.name)
+            if allowed and value not in allowed and not (value is None is field.default):
+                raise ValueError(f"--{field.name.replace('_', '-')} must be one of {', '.join(allowed)}; "
+                                 f"got {value!r}.")
         if self.select == "stsb-dev" and not self.sts_dev:
             raise ValueError("--select stsb-dev needs --sts-dev FOLDER (the data folder holding STS-B dev).")
         for name in ("dim", "pca_sentences", "valid_sentences", "epochs", "batch_size", "chunk_size",
