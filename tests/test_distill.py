@@ -176,7 +176,7 @@ def test_projection_is_the_uncentred_pca_of_the_sample():
 def test_layer_reduction_keeps_the_chosen_layers(tmp_path, tokenizer):
     base = tiny_model(seed=4, embedding_dim=None, num_hidden_layers=3)
     save_hpd_folder(base, tokenizer, tmp_path / "base")
-    student, _ = build_student(str(tmp_path / "base"), dim=6, layers=[0, 2])
+    student, _ = build_student(str(tmp_path / "base"), embedding_dim=6, layers=[0, 2])
     assert student.config.num_hidden_layers == 2 and student.projection.out_features == 6
     for name, value in base.bert.encoder.layer[2].state_dict().items():
         assert torch.equal(student.bert.encoder.layer[1].state_dict()[name], value)
@@ -186,12 +186,12 @@ def test_layer_reduction_keeps_the_chosen_layers(tmp_path, tokenizer):
     tokenizer.save_pretrained(tmp_path / "plain-bert")
     config = json.loads((tmp_path / "plain-bert" / "config.json").read_text())
     (tmp_path / "plain-bert" / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
-    plain, _ = build_student(str(tmp_path / "plain-bert"), dim=6, layers=[1])
+    plain, _ = build_student(str(tmp_path / "plain-bert"), embedding_dim=6, layers=[1])
     assert torch.equal(plain.bert.encoder.layer[0].output.dense.weight, base.bert.encoder.layer[1].output.dense.weight)
 
     for layers in ([3], [2, 0], [], [1, 1]):
         with pytest.raises(ValueError, match="must be increasing layer indices from 0 to 2"):
-            build_student(str(tmp_path / "base"), dim=6, layers=layers)
+            build_student(str(tmp_path / "base"), embedding_dim=6, layers=layers)
 
 
 # --- corpora ------------------------------------------------------------------------------------
