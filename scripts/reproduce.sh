@@ -78,7 +78,7 @@ python scripts/reproduction_table.py --speed "$RESULTS/encode_speed.json" \
 
 # 9. The next default (MIXED_FINAL=1): rule 4 adopted mixed units (sentences and passages), so the final run again on
 #    them, in their own work dir (~1.5 h here: 35,112 more teacher vectors of each teacher, 666 steps). It replaces
-#    the default by rule 3 once evaluated; steps 5-8 then run with FINAL="$OUT/final-mixed".
+#    the default by rule 3 once evaluated: then the plot of step 3 and steps 5-8 run on "$OUT/final-mixed" in place of "$OUT/final".
 if [ "${MIXED_FINAL:-0}" = 1 ]; then
     hpd distill --teacher $MPNET --teacher $MINILM --student $MINILM --layers 0,2,3,5 --corpus "${CORPUS[@]}" \
         --unit mixed --work-dir "$(dirname "$WORK")/wiki-mixed" --teacher-dtype bfloat16 --student-dtype bfloat16 \
