@@ -240,6 +240,14 @@ def release_command(args):
         print(f"MTEB submission prepared in {out / SUBMISSION_DIR}, not ready: {pending}.")
 
 
+def add_model_flags(parser):
+    """--model, --batch-size and --trust-remote-code: the flags of every command that encodes with a model."""
+    parser.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
+                        "default model in releases/)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    add_trust_flag(parser)
+
+
 def add_trust_flag(parser):
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run Python code shipped with a non-HPD model (HPD models load with the installed code)")
@@ -307,12 +315,10 @@ def build_parser():
                                      parser_class=CommandParser)
 
     convert = commands.add_parser(
-        "convert",
-        help="convert a sentence-transformers model to an HPD folder, or back",
-        description="Convert a sentence-transformers model (2022 or current layout) or HPD folder, local or "
-        "a Hub id, into an HPD folder (loads with AutoModel, SentenceTransformer and HPDModel) or into a "
-        "classic sentence-transformers stack.",
-    )
+        "convert", help="convert a sentence-transformers model to an HPD folder, or back",
+        description="Convert a sentence-transformers model (2022 or current layout) or HPD folder, local or a Hub id, "
+        "into an HPD folder (loads with AutoModel, SentenceTransformer and HPDModel) or into a classic "
+        "sentence-transformers stack.")
     convert.add_argument("source", help="model folder or Hub id, e.g. Xuandong/HPD-TinyBERT-F128")
     convert.add_argument("output", help="folder to write")
     convert.add_argument("--to", choices=("hpd", "sentence-transformers"), default="hpd", help="output format (default: hpd)")
@@ -321,76 +327,57 @@ def build_parser():
     convert.set_defaults(run=convert_command)
 
     encode = commands.add_parser(
-        "encode",
-        help="embed sentences (the default model unless --model)",
-        description="Embed sentences given as arguments or one per line in --input (row i is line i). Writes a "
-        "float32 .npy array with --output, else prints one embedding per line.",
-    )
+        "encode", help="embed sentences (the default model unless --model)",
+        description="Embed sentences given as arguments or one per line in --input (row i is line i). Writes a float32 "
+        ".npy array with --output, else prints one embedding per line.")
     encode.add_argument("sentences", nargs="*", help="sentences to embed")
     encode.add_argument("--input", help="text file with one sentence per line, or - for stdin")
-    encode.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
-                        "default model in releases/)")
     encode.add_argument("--output", help="write the embeddings here as a .npy array")
     encode.add_argument("--normalize", action="store_true", help="scale each embedding to unit length (after --dim)")
     encode.add_argument("--dim", type=int, help="keep the first DIM coordinates of each embedding (a size the model "
                         "was trained for: config.json's matryoshka_dims; others warn)")
-    encode.add_argument("--batch-size", type=int, default=64)
+    add_model_flags(encode)
     add_backend_flags(encode)
-    add_trust_flag(encode)
     encode.set_defaults(run=encode_command)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on STS (the paper's table), retrieval or with MTEB")
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="BENCHMARK")
     sts = eval_commands.add_parser(
-        "sts",
-        help="Spearman x 100 on STS12-16, STS-B, SICK-R",
+        "sts", help="Spearman x 100 on STS12-16, STS-B, SICK-R",
         description="Score a model on STS12-16 (SentEval 'all' setting), STS-B test and SICK-R test: Spearman "
-        "correlation x 100 between cosine similarity and gold scores. Each distinct sentence is encoded once.",
-    )
-    sts.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
-                     "default model in releases/)")
+        "correlation x 100 between cosine similarity and gold scores. Each distinct sentence is encoded once.")
     sts.add_argument("--data", required=True, help="data folder: SentEval layout (senteval) or raw releases (mteb)")
     sts.add_argument("--protocol", choices=("senteval", "mteb"), default="senteval",
                      help="senteval: the SimCSE/HPD papers' tokenised data (default); mteb: raw text as MTEB reads it")
     sts.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of %(default)s")
-    sts.add_argument("--batch-size", type=int, default=64)
     sts.add_argument("--max-seq-length", type=int, help="truncate inputs to this many tokens (default: the model's)")
     sts.add_argument("--dim", type=int, help="score the first DIM coordinates of each embedding (a size the model "
                      "was trained for: config.json's matryoshka_dims; others warn)")
     sts.add_argument("--output", help="write the results JSON here")
     sts.add_argument("--compare", action="store_true", help="add the published HPD and SimCSE rows and the differences")
+    add_model_flags(sts)
     add_backend_flags(sts)
-    add_trust_flag(sts)
     sts.set_defaults(run=eval_sts_command)
 
     mteb = eval_commands.add_parser(
-        "mteb",
-        help="run the mteb package on STS tasks and write leaderboard result files",
-        description="Evaluate with the real mteb package (its own scoring). With --data the tasks are fed from "
-        "the local raw releases and the Hub is never used; without it mteb downloads as usual. Results land in "
-        "mteb's layout OUT/<org>__<name>/<revision>/<Task>.json, with the model's ModelMeta as Python source.",
-    )
-    mteb.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the project's "
-                      "default model in releases/)")
+        "mteb", help="run the mteb package on STS tasks and write leaderboard result files",
+        description="Evaluate with the real mteb package (its own scoring). With --data the tasks are fed from the "
+        "local raw releases and the Hub is never used; without it mteb downloads as usual. Results land in mteb's "
+        "layout OUT/<org>__<name>/<revision>/<Task>.json, with the model's ModelMeta as Python source.")
     mteb.add_argument("--tasks", default=",".join(task.mteb for task in TASK_TABLE.values()),
                       help="comma-separated mteb task names: the STS tasks and SciFact (default: %(default)s)")
     mteb.add_argument("--data", help="folder of the raw official releases (e.g. ../shared/data/sts-raw) or, for "
                       "SciFact, the folder holding scifact/ in BEIR format (e.g. ../shared/data/retrieval)")
     mteb.add_argument("--output-folder", required=True, help="where mteb's results layout is written")
     mteb.add_argument("--name", help="ORG/NAME for the results and ModelMeta (default: local/<folder> or the Hub id)")
-    mteb.add_argument("--batch-size", type=int, default=64)
-    add_trust_flag(mteb)
+    add_model_flags(mteb)
     mteb.set_defaults(run=eval_mteb_command)
 
     retrieval = eval_commands.add_parser(
-        "retrieval",
-        help="nDCG@10, Recall@100, index size and query speed on a BEIR folder with a faiss index",
+        "retrieval", help="nDCG@10, Recall@100, index size and query speed on a BEIR folder with a faiss index",
         description="Encode a BEIR folder's corpus (title + text, cached on disk per model and text), index it with "
-        "faiss, run the test queries and report nDCG@10, Recall@100 (trec_eval's), index bytes, corpus "
-        "documents/s, query latency one at a time (encode + search, p50/p95) and batched queries/s.",
-    )
-    retrieval.add_argument("--model", help="HPD folder, sentence-transformers folder or Hub id (default: the "
-                           "project's default model in releases/)")
+        "faiss, run the test queries and report nDCG@10, Recall@100 (trec_eval's), index bytes, corpus documents/s, "
+        "query latency one at a time (encode + search, p50/p95) and batched queries/s.")
     retrieval.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv "
                            "(e.g. ../shared/data/retrieval/scifact)")
     retrieval.add_argument("--index", choices=("flat", "hnsw"), default="flat",
@@ -403,30 +390,25 @@ def build_parser():
                            "(more: better recall, slower; default: %(default)s)")
     retrieval.add_argument("--cache-dir", help="where document vectors are cached (default: $HPD_CACHE/document-vectors, "
                            "$HPD_CACHE defaulting to ~/.cache/hpd)")
-    retrieval.add_argument("--batch-size", type=int, default=64)
     retrieval.add_argument("--output", help="write the results JSON here")
+    add_model_flags(retrieval)
     add_backend_flags(retrieval, precision=False)
-    add_trust_flag(retrieval)
     retrieval.set_defaults(run=eval_retrieval_command)
 
     distill = commands.add_parser(
-        "distill",
-        help="distil a teacher into a small HPD student",
+        "distill", help="distil a teacher into a small HPD student",
         description="Homomorphic Projective Distillation: teacher vectors of a corpus, projected to --dim by PCA "
-        "without mean-centring, taught to a student (encoder + mean pooling + Dense + tanh) with MSE. Every stage "
-        "is resumable from --work-dir; runs under torchrun / accelerate launch for several processes.",
-        add_flags=add_distill_flags,
-    )
+        "without mean-centring, taught to a student (encoder + mean pooling + Dense + tanh) with MSE. Every stage is "
+        "resumable from --work-dir; runs under torchrun / accelerate launch for several processes.",
+        add_flags=add_distill_flags)
     distill.set_defaults(run=distill_command)
 
     export = commands.add_parser(
-        "export",
-        help="export an HPD model as one ONNX or OpenVINO graph (optionally int8) into its folder",
-        description="Export the whole model (encoder, pooling, head, normalisation) as one graph "
-        "with dynamic batch and sequence length into MODEL/onnx/ or MODEL/openvino/, checked against the PyTorch "
-        "model before it is written. Run it with hpd encode / hpd eval sts --backend onnx|openvino, or from Python "
-        "with hpd_inference.HPDOnnxEncoder / HPDOpenVINOEncoder.",
-    )
+        "export", help="export an HPD model as one ONNX or OpenVINO graph (optionally int8) into its folder",
+        description="Export the whole model (encoder, pooling, head, normalisation) as one graph with dynamic batch "
+        "and sequence length into MODEL/onnx/ or MODEL/openvino/, checked against the PyTorch model before it is "
+        "written. Run it with hpd encode / hpd eval sts --backend onnx|openvino, or from Python with "
+        "hpd_inference.HPDOnnxEncoder / HPDOpenVINOEncoder.")
     export.add_argument("model", help="HPD model folder (convert other models first with hpd convert)")
     export.add_argument("--format", default="onnx", help="onnx (default) or openvino")
     export.add_argument("--quantize", default="none", help="none (float32, default); int8-dynamic (ONNX: int8 "
@@ -445,12 +427,10 @@ def build_parser():
     export.set_defaults(run=export_command)
 
     calibrate = commands.add_parser(
-        "calibrate",
-        help="store the int8/uint8 embedding ranges with a model (for --precision int8|uint8)",
+        "calibrate", help="store the int8/uint8 embedding ranges with a model (for --precision int8|uint8)",
         description="Encode sentences sampled from a corpus and store the per-dimension minimum and maximum of the "
-        "embeddings in MODEL/embedding_ranges.json, so that every later int8/uint8 encoding (queries and "
-        "documents alike) uses the same buckets.",
-    )
+        "embeddings in MODEL/embedding_ranges.json, so that every later int8/uint8 encoding (queries and documents "
+        "alike) uses the same buckets.")
     calibrate.add_argument("model", help="model folder (HPD or sentence-transformers)")
     calibrate.add_argument("--corpus", nargs="+", required=True,
                            help="text files (one sentence per line), AllNLI .tsv.gz or WikiExtractor folders")
@@ -461,12 +441,10 @@ def build_parser():
     calibrate.set_defaults(run=calibrate_command)
 
     release = commands.add_parser(
-        "release",
-        help="build, check and optionally push a Hub-ready model folder",
+        "release", help="build, check and optionally push a Hub-ready model folder",
         description="Build the folder that goes to the Hub (weights, remote code, tokenizer, sentence-transformers "
-        "files, model card with results), check it (both loaders in fresh offline processes reproduce the model, "
-        "the card's metadata parses) and, with --push, upload it in one commit.",
-    )
+        "files, model card with results), check it (both loaders in fresh offline processes reproduce the model, the "
+        "card's metadata parses) and, with --push, upload it in one commit.")
     release.add_argument("model", nargs="?", help="HPD or sentence-transformers model folder (or Hub id)")
     release.add_argument("--out", help="release folder to write")
     release.add_argument("--repo-id", help="Hub repository, ORG/NAME")

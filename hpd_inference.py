@@ -11,6 +11,7 @@
 Needs numpy, transformers' tokenizer and the backend's runtime (`pip install 'hpd-toolkit[onnx]'`), not torch.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -49,10 +50,15 @@ def weights_sha256(folder):
         if path.suffix in (".safetensors", ".bin") and path.is_file() and relative.parts[0] != "openvino" \
                 and not relative.parts[0].startswith("."):
             digest.update(str(relative).encode())
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            hash_file(digest, path)
     return digest.hexdigest()
+
+
+def hash_file(digest, path):
+    """Feeds the bytes of the file at `path` to `digest`, a block at a time (weights and corpora can be large)."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
 
 
 def hpd_config(folder):
@@ -157,7 +163,8 @@ def pair_similarity(a, b, precision="float32", ranges=None, dim=None):
 # --- exported graphs ----------------------------------------------------------------------------------------
 
 class _ExportedEncoder:
-    """Tokenizer + one exported graph (encoder, pooling, head, optional normalisation)."""
+    """Tokenizer + one exported graph (encoder, pooling, head, optional normalisation). A backend names itself
+    (`backend`, `runtime`) and runs the graph: `_load(threads)`, `_metadata()` (stored strings), `_run(features)`."""
 
     backend = None
 
@@ -181,20 +188,17 @@ class _ExportedEncoder:
             raise ValueError(f"{self.path} was exported from other weights than {self.folder} holds now; {again}")
         self.embedding_dim = self.config.get("embedding_dim") or self.config["hidden_size"]
         self.max_seq_length = self.config.get("max_seq_length") or self.config.get("max_position_embeddings", 512)
-        self._tokenizer = None
         self._ranges = {}
 
-    @property
+    @functools.cached_property
     def tokenizer(self):
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
+        from transformers import AutoTokenizer
 
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(str(self.folder), trust_remote_code=False)
-            except Exception as error:  # a missing or damaged tokenizer: one line
-                raise ValueError(f"{self.folder}: the tokenizer cannot be loaded ({str(error).splitlines()[0]}); "
-                                 "restore the model's tokenizer files.") from None
-        return self._tokenizer
+        try:
+            return AutoTokenizer.from_pretrained(str(self.folder), trust_remote_code=False)
+        except Exception as error:  # a missing or damaged tokenizer: one line
+            raise ValueError(f"{self.folder}: the tokenizer cannot be loaded ({str(error).splitlines()[0]}); "
+                             "restore the model's tokenizer files.") from None
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.folder)!r}, file_name={self.file_name!r})"
@@ -245,15 +249,6 @@ class _ExportedEncoder:
 
     def get_embedding_dimension(self):
         return self.embedding_dim
-
-    def _load(self, threads):
-        raise NotImplementedError
-
-    def _metadata(self):
-        raise NotImplementedError
-
-    def _run(self, features):
-        raise NotImplementedError
 
     def _unreadable(self, error):
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]

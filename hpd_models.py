@@ -56,10 +56,9 @@ def resolve(name_or_path):
     try:
         return Path(snapshot_download(located))
     except Exception as error:  # offline, unknown repo, gated...: one line naming the cause
-        raise FileNotFoundError(
-            f"{located}: not a local folder and could not be fetched from the Hub ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no detail'})."
-        ) from None
+        detail = str(error).splitlines()[0] if str(error) else "no detail"
+        raise FileNotFoundError(f"{located}: not a local folder and could not be fetched from the Hub "
+                                f"({type(error).__name__}: {detail}).") from None
 
 
 def model_format(folder):
@@ -69,10 +68,9 @@ def model_format(folder):
         return "hpd"
     if (folder / "modules.json").is_file():
         return "sentence-transformers"
-    raise ValueError(
-        f"{folder} is neither an HPD folder (config.json with model_type 'hpd') nor a sentence-transformers "
-        "folder (modules.json): point at a model folder saved by HPD or sentence-transformers."
-    )
+    raise ValueError(f"{folder} is neither an HPD folder (config.json with model_type 'hpd') nor a "
+                     "sentence-transformers folder (modules.json): point at a model folder saved by HPD or "
+                     "sentence-transformers.")
 
 
 def register_hpd_classes():
@@ -134,35 +132,26 @@ def from_sentence_transformers(folder, trust_remote_code=False):
     transformer, *head = list(st_model)
     kinds = [type(module).__name__ for module in head]
     if kinds not in (["Pooling"], ["Pooling", "Dense"], ["Pooling", "Normalize"], ["Pooling", "Dense", "Normalize"]):
-        raise ValueError(
-            f"{folder}: modules {[type(transformer).__name__, *kinds]} do not fit HPD, which needs "
-            "Transformer, Pooling, optionally Dense, optionally Normalize."
-        )
+        raise ValueError(f"{folder}: modules {[type(transformer).__name__, *kinds]} do not fit HPD, which needs "
+                         "Transformer, Pooling, optionally Dense, optionally Normalize.")
     pooling, dense = head[0], next((m for m in head if type(m).__name__ == "Dense"), None)
 
     encoder = transformer.auto_model
     if pooling.pooling_mode not in POOLING_MODES:
-        raise ValueError(
-            f"{folder}: pooling mode {pooling.pooling_mode!r} is not supported; HPD pools with one of "
-            f"{', '.join(POOLING_MODES)}."
-        )
+        raise ValueError(f"{folder}: pooling mode {pooling.pooling_mode!r} is not supported; HPD pools with one of "
+                         f"{', '.join(POOLING_MODES)}.")
     if dense is not None and (dense.use_residual or type(dense.activation_function) not in ACTIVATIONS):
-        raise ValueError(
-            f"{folder}: the Dense module must be a plain linear layer with Tanh or Identity activation; got "
-            f"{type(dense.activation_function).__name__}{' with a residual' if dense.use_residual else ''}."
-        )
+        raise ValueError(f"{folder}: the Dense module must be a plain linear layer with Tanh or Identity activation; "
+                         f"got {type(dense.activation_function).__name__}"
+                         f"{' with a residual' if dense.use_residual else ''}.")
 
     encoder_fields = {k: v for k, v in encoder.config.to_dict().items() if k not in ("model_type", "architectures")}
-    config = HPDConfig(
-        **encoder_fields,
-        pooling=pooling.pooling_mode,
-        embedding_dim=None if dense is None else dense.out_features,
-        projection_activation="tanh" if dense is None else ACTIVATIONS[type(dense.activation_function)],
-        projection_bias=True if dense is None else dense.bias,
-        normalize=kinds[-1] == "Normalize",
-        max_seq_length=min(transformer.max_seq_length or encoder.config.max_position_embeddings,
-                           encoder.config.max_position_embeddings),
-    )
+    config = HPDConfig(**encoder_fields, pooling=pooling.pooling_mode, normalize=kinds[-1] == "Normalize",
+                       embedding_dim=None if dense is None else dense.out_features,
+                       projection_activation="tanh" if dense is None else ACTIVATIONS[type(dense.activation_function)],
+                       projection_bias=True if dense is None else dense.bias,
+                       max_seq_length=min(transformer.max_seq_length or encoder.config.max_position_embeddings,
+                                          encoder.config.max_position_embeddings))
     model = HPDModel(config).eval()
     encoder_state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("pooler.")}
     model.bert.load_state_dict(encoder_state, strict=True)
@@ -258,14 +247,9 @@ def save_hpd_folder(model, tokenizer, output_dir, weights_dtype="float32"):
     from sentence_transformers.sentence_transformer.modules import Transformer
 
     remote = {"trust_remote_code": True}
-    module = Transformer(
-        str(output_dir),
-        model_kwargs=remote,
-        config_kwargs=remote,
-        processor_kwargs=remote,
-        modality_config={"text": {"method": "forward", "method_output_name": "sentence_embedding"}},
-        module_output_name="sentence_embedding",
-    )
+    module = Transformer(str(output_dir), model_kwargs=remote, config_kwargs=remote, processor_kwargs=remote,
+                         modality_config={"text": {"method": "forward", "method_output_name": "sentence_embedding"}},
+                         module_output_name="sentence_embedding")
     with tempfile.TemporaryDirectory() as scratch:
         SentenceTransformer(modules=[module], similarity_fn_name="cosine").save(scratch, create_model_card=False)
         for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
@@ -325,10 +309,8 @@ def _check_sentence_transformers_folder(folder):
     transformer_dir = folder / modules[0].get("path", "")
     encoder_config = _read_json(transformer_dir / "config.json")
     if encoder_config.get("model_type") != "bert":
-        raise ValueError(
-            f"{folder}: the encoder is model_type {encoder_config.get('model_type')!r}; HPD supports BERT-family "
-            "encoders (model_type 'bert', e.g. BERT, TinyBERT, MiniLM)."
-        )
+        raise ValueError(f"{folder}: the encoder is model_type {encoder_config.get('model_type')!r}; HPD supports "
+                         "BERT-family encoders (model_type 'bert', e.g. BERT, TinyBERT, MiniLM).")
     _require_weights(transformer_dir, "Transformer module")
     for module in modules[1:]:
         kind, module_dir = str(module.get("type", "")).rsplit(".", 1)[-1], folder / module.get("path", "")
@@ -336,19 +318,15 @@ def _check_sentence_transformers_folder(folder):
             _require_weights(module_dir, "Dense module")
             in_features = _read_json(module_dir / "config.json").get("in_features")
             if in_features != encoder_config.get("hidden_size"):
-                raise ValueError(
-                    f"{module_dir}: Dense in_features is {in_features} but the encoder's hidden size is "
-                    f"{encoder_config.get('hidden_size')}: the Dense layer belongs to another encoder."
-                )
+                raise ValueError(f"{module_dir}: Dense in_features is {in_features} but the encoder's hidden size "
+                                 f"is {encoder_config.get('hidden_size')}: the Dense layer belongs to another encoder.")
     return modules
 
 
 def _require_weights(folder, what):
     if not any((Path(folder) / name).is_file() for name in WEIGHT_FILES):
-        raise FileNotFoundError(
-            f"{folder}: no weights file for the {what} (expected model.safetensors or pytorch_model.bin); "
-            "the download or copy is incomplete."
-        )
+        raise FileNotFoundError(f"{folder}: no weights file for the {what} (expected model.safetensors or "
+                                "pytorch_model.bin); the download or copy is incomplete.")
 
 
 def _read_json(path, missing_ok=False):

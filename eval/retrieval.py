@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hpd_toolkit.eval.sts import read_utf8
+from hpd_inference import hash_file
 from hpd_models import encode_by_length, load_any_encoder
 
 RETRIEVAL_TASKS = {"SciFact": "scifact"}  # mteb task name -> its BEIR folder name under `hpd eval mteb --data`
@@ -175,9 +176,7 @@ def exported_fingerprint(encoder):
     for path in sorted({encoder.path, encoder.path.with_suffix(".bin")}):
         if path.is_file():
             digest.update(path.name.encode())
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            hash_file(digest, path)
     settings = {"encoder": type(encoder).__name__, "max_seq_length": encoder.max_seq_length,
                 "config": {k: v for k, v in encoder.config.items() if not k.startswith("_")
                            and k != "transformers_version"},

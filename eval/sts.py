@@ -14,6 +14,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import spearmanr
 
+from hpd_inference import pair_similarity
+
 
 class Task(NamedTuple):
     """One STS task under every name it goes by; the key of TASK_TABLE is the canonical name (results files)."""
@@ -215,12 +217,7 @@ def _score(text, path, number):
 def spearman_x100(embeddings1, embeddings2, gold, similarity=None):
     """Spearman correlation x 100 between the pairs' cosine similarities (or `similarity(e1, e2)`, row-wise, for
     quantized vectors) and the gold scores."""
-    if similarity is None:
-        a = embeddings1 / np.linalg.norm(embeddings1, axis=1, keepdims=True).clip(min=1e-12)
-        b = embeddings2 / np.linalg.norm(embeddings2, axis=1, keepdims=True).clip(min=1e-12)
-        cosines = (a * b).sum(axis=1)
-    else:
-        cosines = similarity(embeddings1, embeddings2)
+    cosines = (similarity or pair_similarity)(embeddings1, embeddings2)
     if np.ptp(cosines) == 0 or np.ptp(gold) == 0:
         raise ValueError("Spearman is undefined: every pair has the same cosine (does the model give every "
                          "sentence the same embedding?) or the same gold score.")
@@ -238,7 +235,7 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
     `backend` "onnx"/"openvino" runs the graph `hpd export` wrote (`file_name` picks which); `precision` other than
     float32 scores the vectors as stored at that precision (hpd_inference.pair_similarity: cosine of the decoded
     int8/uint8 vectors, 1 - 2 * hamming / dim for binary), int8/uint8 with the ranges `hpd calibrate` stored."""
-    from hpd_inference import check_precision, load_ranges, pair_similarity, quantize
+    from hpd_inference import check_precision, load_ranges, quantize
     from hpd_models import check_truncation, encode_distinct, load_any_encoder
 
     start = time.perf_counter()
@@ -250,10 +247,7 @@ def evaluate_sts(model, data_dir, protocol="senteval", tasks=TASKS, batch_size=6
         if not is_path:
             raise ValueError(f"{precision} scoring needs the model folder (its calibrated ranges), not a loaded model.")
         ranges = load_ranges(Path(model).expanduser(), dim=truncate_dim)
-    if not is_path:
-        encoder = model
-    else:
-        encoder = load_any_encoder(str(model), backend, file_name, trust_remote_code, max_seq_length)
+    encoder = load_any_encoder(str(model), backend, file_name, trust_remote_code, max_seq_length) if is_path else model
     if truncate_dim is not None and hasattr(encoder, "get_embedding_dimension"):
         check_truncation(encoder, truncate_dim)  # before the encoding
     sentences = [s for subsets in pairs.values() for p in subsets.values() for s in (*p.sentences1, *p.sentences2)]

@@ -34,6 +34,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+import typing
 from typing import NamedTuple
 
 import numpy as np
@@ -42,8 +43,10 @@ from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
 from configuration_hpd import HPDConfig
+from hpd_inference import hash_file
 from hpd_models import save_hpd_folder
 from hpd_toolkit.training.corpus import UNITS
+from hpd_toolkit.training.output_dir import write_atomic
 from modeling_hpd import HPDModel
 
 PROJECTIONS = ("pca", "pca-centered", "none")
@@ -124,18 +127,20 @@ class DistillConfig:
     log_steps: int = setting(50, help="training log interval")
 
     def __post_init__(self):
-        if isinstance(self.corpus, (str, Path)):
-            self.corpus = [self.corpus]
-        self.corpus = [str(c) for c in self.corpus]
-        if isinstance(self.teacher, (str, Path)):
-            self.teacher = [self.teacher]
-        self.teacher = [str(t) for t in self.teacher]
+        for field in dataclasses.fields(self):  # a list setting may come as one path or a comma-separated string
+            value, item = getattr(self, field.name), _list_item_type(field.type)
+            if item is None or value is None:
+                continue
+            if isinstance(value, (str, Path)):
+                value = [value] if item is str else [x for x in value.split(",") if x.strip()]
+            try:
+                setattr(self, field.name, [item(x) for x in value])
+            except (TypeError, ValueError):
+                raise ValueError(f"--{field.name.replace('_', '-')} takes comma-separated "
+                                 f"{'integers' if item is int else 'numbers'}; got {value!r}.") from None
         if not self.teacher:
             raise ValueError("give at least one --teacher.")
-        if isinstance(self.teacher_weights, str):
-            self.teacher_weights = [float(x) for x in self.teacher_weights.split(",") if x.strip()]
         if self.teacher_weights is not None:
-            self.teacher_weights = [float(w) for w in self.teacher_weights]
             if len(self.teacher_weights) != len(self.teacher) or not all(w > 0 for w in self.teacher_weights):
                 raise ValueError(f"--teacher-weights needs one positive weight per teacher ({len(self.teacher)}); "
                                  f"got {self.teacher_weights}.")
@@ -143,24 +148,17 @@ class DistillConfig:
                 self.teacher_weights = None  # one teacher's target is its own vectors, as published
         if len(set(self.teacher)) != len(self.teacher):
             raise ValueError(f"--teacher names the same model twice ({', '.join(self.teacher)}).")
-        if isinstance(self.layers, str):
-            self.layers = [int(x) for x in self.layers.split(",") if x.strip()]
         self._check_matryoshka()
-        for field in dataclasses.fields(self):  # the settings with a fixed set of values
+        for field in dataclasses.fields(self):  # the settings with a fixed set of values, and the counts
             allowed, value = field.metadata.get("choices"), getattr(self, field.name)
             if allowed and value not in allowed and not (value is None is field.default):
                 raise ValueError(f"--{field.name.replace('_', '-')} must be one of {', '.join(allowed)}; "
                                  f"got {value!r}.")
+            if field.type in (int, int | None) and field.name not in ("seed", "warmup_steps") and value is not None \
+                    and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"--{field.name.replace('_', '-')} must be a positive integer; got {value!r}.")
         if self.select == "stsb-dev" and not self.sts_dev:
             raise ValueError("--select stsb-dev needs --sts-dev FOLDER (the data folder holding STS-B dev).")
-        for name in ("dim", "pca_sentences", "valid_sentences", "epochs", "batch_size", "chunk_size",
-                     "teacher_batch_size", "log_steps", "micro_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(self, name)!r}.")
-        for name in ("max_sentences", "eval_steps"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {value!r}.")
         if not self.lr > 0 or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"--lr must be positive and --warmup-steps >= 0; got {self.lr!r}, {self.warmup_steps!r}.")
         if self.work_dir is None:
@@ -175,15 +173,7 @@ class DistillConfig:
                                  "--matryoshka-dims 128,64,32 --matryoshka-weights 1,1,1.")
             return
         example = f"e.g. --matryoshka-dims {self.dim},{self.dim // 2},{self.dim // 4}" if self.dim >= 4 else ""
-        try:
-            dims = [int(x) for x in dims.split(",") if x.strip()] if isinstance(dims, str) else [int(d) for d in dims]
-            if isinstance(weights, str):
-                weights = [float(x) for x in weights.split(",") if x.strip()]
-            weights = [1.0] * len(dims) if weights is None else [float(w) for w in weights]
-        except (TypeError, ValueError):
-            raise ValueError(f"--matryoshka-dims takes comma-separated integers and --matryoshka-weights "
-                             f"comma-separated numbers; got {self.matryoshka_dims!r}, {self.matryoshka_weights!r}.") \
-                from None
+        weights = [1.0] * len(dims) if weights is None else weights
         problem = None
         if len(dims) < 2:
             problem = "needs the full --dim and at least one smaller size"
@@ -246,6 +236,14 @@ class DistillConfig:
         return Path(self.work_dir) / "teachers" / f"{readable}-{self.teacher_dtype}-{key[:8]}"
 
 
+def _list_item_type(annotation):
+    """int for a setting typed list[int] or list[int] | None; None for a setting that is no list."""
+    for option in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(option) is list:
+            return typing.get_args(option)[0]
+    return None
+
+
 def projection_path(work_dir, projection, dim, pca_sentences, teachers, teacher_weights=None):
     """Where a work dir keeps the projection of these settings (hpd distill fits it, scripts/pca_ceiling.py reads
     it)."""
@@ -276,10 +274,8 @@ def corpus_fingerprint(paths):
         digest, size = hashlib.sha256(), 0
         for file in corpus_files(Path(path)):
             digest.update(str(file.relative_to(path) if file != Path(path) else file.name).encode() + b"\0")
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-                    size += len(block)
+            hash_file(digest, file)
+            size += file.stat().st_size
         fingerprint.append({"name": Path(path).name, "bytes": size, "sha256": digest.hexdigest()})
     return fingerprint
 
@@ -297,10 +293,10 @@ def prepare_sentences_stage(config, work):
         train, valid, digest = prepare_sentences(config.corpus, None, config.valid_sentences, config.seed, config.unit)
         folder.mkdir(parents=True, exist_ok=True)
         # The work dir now holds artefacts of these settings (a run that failed earlier left nothing).
-        _write_atomic(work / "settings.json", json.dumps(config.data_settings(), indent=2))
-        _write_atomic(folder / "train.txt", "\n".join(train) + "\n")
-        _write_atomic(folder / "valid.txt", "\n".join(valid) + "\n")
-        _write_atomic(info_file, json.dumps({"train": len(train), "valid": len(valid), "sha256": digest}))
+        write_atomic(work / "settings.json", json.dumps(config.data_settings(), indent=2))
+        write_atomic(folder / "train.txt", "\n".join(train) + "\n")
+        write_atomic(folder / "valid.txt", "\n".join(valid) + "\n")
+        write_atomic(info_file, json.dumps({"train": len(train), "valid": len(valid), "sha256": digest}))
     info = json.loads(info_file.read_text())
     # split("\n"), not splitlines(): the lists are one item per "\n"-terminated line, whatever else they hold
     train = (folder / "train.txt").read_text(encoding="utf-8").split("\n")[:-1]
@@ -363,12 +359,8 @@ class TargetVectors:
     teachers' vectors, each L2-normalised and scaled by its weight, side by side."""
 
     def __init__(self, stores, weights=None):
-        self.stores = stores
-        self.weights = weights if len(stores) > 1 else None
-
-    @property
-    def dim(self):
-        return sum(store.dim for store in self.stores)
+        self.stores, self.weights = stores, weights if len(stores) > 1 else None
+        self.dim = sum(store.dim for store in stores)
 
     def rows(self, indices):
         return join_teachers([store.rows(indices) for store in self.stores], self.weights)
@@ -420,7 +412,7 @@ def teacher_stage(config, work, sentences, used, accelerator):
         if missing:
             if accelerator.is_main_process and not (folder / "teacher.json").is_file():
                 folder.mkdir(parents=True, exist_ok=True)
-                _write_atomic(folder / "teacher.json", json.dumps(
+                write_atomic(folder / "teacher.json", json.dumps(
                     {"teacher": teacher, "teacher_dtype": config.teacher_dtype,
                      "weights_sha256": teacher_weights_sha256(teacher)}, indent=2))
             accelerator.wait_for_everyone()
@@ -438,7 +430,8 @@ def teacher_stage(config, work, sentences, used, accelerator):
                                                    config.teacher_batch_size, show_progress_bar=False)
                     if have:
                         vectors = np.concatenate([np.load(store.chunk_path(index)), vectors])
-                    _save_npy_atomic(store.chunk_path(index), vectors.astype(config.store_dtype))
+                    vectors = vectors.astype(config.store_dtype)
+                    write_atomic(store.chunk_path(index), lambda temporary: np.save(temporary, vectors))
                     bar.update((need - have) * accelerator.num_processes)  # the others advance alike
             del encoder
         accelerator.wait_for_everyone()
@@ -486,9 +479,8 @@ def projection_stage(config, vectors, valid_count, accelerator):
     if accelerator.is_main_process and not path.is_file():
         sample = vectors.rows(np.arange(valid_count, valid_count + config.pca_sentences))
         weight, bias = fit_projection(sample, config.dim, config.projection, config.seed)
-        tmp = path.with_suffix(".tmp")
-        save_file({"weight": weight, "bias": bias}, str(tmp), metadata={"kind": config.projection})
-        os.replace(tmp, path)
+        write_atomic(path, lambda temporary: save_file({"weight": weight, "bias": bias}, str(temporary),
+                                                       metadata={"kind": config.projection}))
     accelerator.wait_for_everyone()
     tensors = load_file(str(path))
     check_projection(tensors["weight"], config.projection, path)
@@ -499,8 +491,7 @@ def projection_stage(config, vectors, valid_count, accelerator):
 
 def build_student(base, embedding_dim, layers=None, seed=42, trust_remote_code=False, matryoshka_dims=None):
     """(HPDModel, tokenizer): the base's encoder (optionally only `layers`) under a fresh tanh head of
-    `embedding_dim` outputs; its config
-    records `matryoshka_dims`, the sizes it will be trained to be truncated to.
+    `embedding_dim` outputs; its config records `matryoshka_dims`, the sizes it will be trained to be truncated to.
 
     `base` is an HPD or sentence-transformers model, or a plain BERT checkpoint (e.g. TinyBERT)."""
     from transformers import AutoTokenizer, BertModel
@@ -646,7 +637,7 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
     matryoshka = (config.matryoshka_dims, config.matryoshka_weights) if config.matryoshka_dims else None
     if accelerator.is_main_process and not (run / "settings.json").is_file():
         run.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run / "settings.json", json.dumps(config.run_settings(), indent=2))  # for the reader
+        write_atomic(run / "settings.json", json.dumps(config.run_settings(), indent=2))  # for the reader
     accelerator.wait_for_everyone()
 
     state = resume(accelerator, run)
@@ -728,7 +719,7 @@ def checkpoint(accelerator, folder, state):
     path = Path(folder) / f"step_{state.step:09d}"
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
-        _write_atomic(path / "trainer_state.json", json.dumps(dataclasses.asdict(state)))
+        write_atomic(path / "trainer_state.json", json.dumps(dataclasses.asdict(state)))
         for old in Path(folder).glob("step_*"):
             if old != path:
                 shutil.rmtree(old, ignore_errors=True)
@@ -794,7 +785,7 @@ def truncate_log(path, step):
     """Drops records written after the checkpoint a run resumes from, so no step appears twice."""
     if Path(path).is_file():
         kept = [line for line in Path(path).read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        _write_atomic(Path(path), "".join(line + "\n" for line in kept))
+        write_atomic(Path(path), "".join(line + "\n" for line in kept))
 
 
 # --- the whole run -----------------------------------------------------------------------------------
@@ -873,7 +864,7 @@ def distill(config):
             with replace_folder(output, overwrite=config.overwrite,
                                 sources=[work, *config.teacher, config.student]) as staging:
                 shutil.copytree(config.run_dir() / "best", staging, dirs_exist_ok=True)
-                _write_atomic(staging / "distill_config.json", json.dumps(record, indent=2) + "\n")
+                write_atomic(staging / "distill_config.json", json.dumps(record, indent=2) + "\n")
             accelerator.print(f"Selected step {state.best_step} ({record['selection']}): {state.best_figures}. "
                               f"HPD model written to {output}")
         accelerator.wait_for_everyone()
@@ -940,11 +931,11 @@ def upgrade_work_dir(work, config):
         target = legacy.teacher_dir(saved["teacher"])
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(work / "teacher", target)
-        _write_atomic(target / "teacher.json", json.dumps(
+        write_atomic(target / "teacher.json", json.dumps(
             {"teacher": saved["teacher"], "teacher_dtype": legacy.teacher_dtype,
              "weights_sha256": teacher_weights_sha256(saved["teacher"])}, indent=2))
     if saved != config.data_settings():
-        _write_atomic(settings_file, json.dumps(config.data_settings(), indent=2))
+        write_atomic(settings_file, json.dumps(config.data_settings(), indent=2))
 
 
 def _short(value):
@@ -978,14 +969,3 @@ def load_config_file(path):
                          f"known: {', '.join(sorted(DistillConfig.fields()))}.")
     return values
 
-
-def _write_atomic(path, text):
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _save_npy_atomic(path, array):
-    tmp = Path(path).with_name(Path(path).name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)

@@ -19,19 +19,23 @@ Each graph records the SHA-256 of the weights it came from, so a stale export is
 checked against the PyTorch model on a ragged batch before it is written.
 """
 
+import contextlib
+import io
 import json
+import logging
 import os
 import random
 import secrets
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from hpd_inference import (BACKEND_FILES, OPENVINO_EXTRA, OUTPUT_NAME, RANGES_FILE, WEIGHTS_KEY, hpd_config,
                            require, weights_sha256)
-from hpd_toolkit.training.output_dir import MARKER, MARKER_TEXT
+from hpd_toolkit.training.output_dir import MARKER, MARKER_TEXT, write_atomic
 
 FORMATS = ("onnx", "openvino")
 QUANTIZE = ("none", "int8-dynamic", "int8-static")
@@ -302,30 +306,19 @@ def _move_into_place(produced, target):
         os.replace(temporary, destination)
 
 
-class _quiet:
+@contextlib.contextmanager
+def _quiet():
     """Silences the exporters' progress prints and warnings (HPD_DEBUG=1 shows them)."""
-
-    def __enter__(self):
-        import contextlib
-        import io
-        import warnings
-
-        self._stack = contextlib.ExitStack()
+    with contextlib.ExitStack() as stack:
         if not os.environ.get("HPD_DEBUG"):
-            self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-            self._stack.enter_context(warnings.catch_warnings())
+            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
-            import logging
-
             for name in ("torch.onnx", "torch.export", "onnxscript", "nncf", "root"):
                 logger = logging.getLogger(name)
-                self._stack.callback(logger.setLevel, logger.level)
+                stack.callback(logger.setLevel, logger.level)
                 logger.setLevel(logging.ERROR)
-        return self
-
-    def __exit__(self, *exc):
-        self._stack.close()
-        return False
+        yield
 
 
 # --- hpd calibrate --------------------------------------------------------------------------------------------
@@ -361,7 +354,5 @@ def calibrate(model, corpus, sentences=10000, seed=0, batch_size=64, trust_remot
                  "Written by hpd calibrate.",
     }
     path = folder / RANGES_FILE
-    temporary = folder / f".{RANGES_FILE}.{secrets.token_hex(4)}.tmp"
-    temporary.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(stored, indent=1) + "\n")
     return path

@@ -57,3 +57,15 @@ def replace_folder(target, *, overwrite=False, sources=()):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(temporary, target)
+
+
+def write_atomic(path, content):
+    """Writes `content` (text, or a function that writes a file at the path it is given) to a hidden sibling,
+    then renames it to `path`: a reader, or a run resumed after a kill, never finds half a file there."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        content(temporary) if callable(content) else temporary.write_text(content, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

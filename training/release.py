@@ -583,8 +583,9 @@ def check_release(folder, reference=None, atol=1e-6, template=TEMPLATE, trust_re
     try:
         card = ModelCard(card_text)  # huggingface_hub's own parser, model-index included
         matryoshka = matryoshka_dims(folder)
-        expected = [(*result_labels(t, r, matryoshka), v) for r in _folder_results(folder)
-                    for t, v in r["scores"].items() if t != "Avg"]
+        results = [json.loads(path.read_text()) for path in sorted((folder / "results").glob("*.json"))]
+        expected = [(*result_labels(task, r, matryoshka), score) for r in results
+                    for task, score in r["scores"].items() if task != "Avg"]
         found = [(e.dataset_name, e.metric_name, e.metric_value) for e in (card.data.eval_results or [])]
         if sorted(found) != sorted(expected):
             problems.append(f"model-index holds {found} but the results files say {expected}")
@@ -643,11 +644,6 @@ def _check_exported_graphs(folder, sentences, reference):
             problems.append(f"{name} gives other embeddings than the model (max difference "
                             f"{np.abs(embeddings - reference).max():.2g}); export it again")
     return problems
-
-
-def _folder_results(folder):
-    return [json.loads(p.read_text()) for p in sorted((folder / "results").glob("*.json"))] \
-        if (folder / "results").is_dir() else []
 
 
 LOADERS = {
