@@ -5,10 +5,11 @@
 #                                               # WORK: work dir, outside the clone (default ../hpd-work/wiki)
 #
 # Teachers all-mpnet-base-v2 and all-MiniLM-L6-v2 (joined) -> layers 0,2,3,5 of all-MiniLM-L6-v2 with a 128-d HPD
-# head, on the first 85,112 of 549,236 shuffled Wikipedia and SentEval-transfer sentences, 2 epochs. On 2 CPU cores:
-# ~30 min of mpnet vectors, ~4 min of MiniLM vectors, ~30 min of ablations, ~35 min of training, ~10 min of
-# evaluation. Every step resumes where a stopped run left off (a killed run loses at most one teacher chunk or one
-# evaluation interval), so the script can simply be run again. The work dir and the runs live outside the clone
+# head, on the first 85,112 of 701,037 shuffled Wikipedia and SentEval-transfer items (sentences and passages),
+# 2 epochs. On 2 CPU cores: ~30 min of mpnet vectors per work dir (sentences for the ablations, mixed units for the
+# final run), a few minutes of MiniLM vectors, ~1 h of ablations, ~1 h of training, ~20 min of evaluation. Every
+# step resumes where a stopped run left off (a killed run loses at most one teacher chunk or one evaluation
+# interval), so the script can simply be run again. The work dir and the runs live outside the clone
 # and are never committed; outputs here: releases/, docs/results/, docs/*.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,26 +38,28 @@ done
 # 2. The ablations that chose the recipe (rule: docs/reproduction.md, "How runs are chosen").
 bash scripts/ablations.sh "$DATA" "$WORK"
 
-# 3. The final run: both teachers, the head fitted by least squares, 2 epochs, checkpoint by validation MSE.
+# 3. The final run: both teachers, sentences and passages (rule 4), the head fitted by least squares, 2 epochs,
+#    checkpoint by validation MSE. Mixed units need teacher vectors of their own: another work dir.
+FINAL=$OUT/final-mixed
 hpd distill --teacher $MPNET --teacher $MINILM --student $MINILM --layers 0,2,3,5 --corpus "${CORPUS[@]}" \
-    --work-dir "$WORK" --teacher-dtype bfloat16 --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval" \
-    --head-init lstsq --lr "${LR:-1e-4}" --warmup-steps 50 --pca-sentences $SENTENCES --max-sentences $SENTENCES \
-    --epochs 2 --eval-steps 67 --output "$OUT/final"
-python scripts/plot_training.py "$OUT/final" docs/training_curve.png \
-    --title "all-mpnet-base-v2 + all-MiniLM-L6-v2 -> MiniLM-L4 + 128-d head (HPD)"
+    --unit mixed --work-dir "$(dirname "$WORK")/wiki-mixed" --teacher-dtype bfloat16 --student-dtype bfloat16 \
+    --dim 128 --sts-dev "$DATA/senteval" --head-init lstsq --lr "${LR:-1e-4}" --warmup-steps 50 \
+    --pca-sentences $SENTENCES --max-sentences $SENTENCES --epochs 2 --eval-steps 67 --output "$FINAL"
+python scripts/plot_training.py "$FINAL" docs/training_curve.png \
+    --title "mpnet + MiniLM-L6 -> MiniLM-L4 + 128-d head (HPD, mixed units)"
 
 # 4. The student's starting point: the same 4-layer cut, no training, its own uncentred PCA-128 head.
 python scripts/pca_head_baseline.py --base $MINILM --layers 0,2,3,5 --dim 128 \
     --sentences "$WORK/sentences/train.txt" --max-sentences 20000 --output "$OUT/MiniLM-L4-PCA128"
 
 # 5. The default model: float16 weights, evaluated as shipped, then released with its own results.
-hpd release "$OUT/final" --out "$OUT/release-fp16" --repo-id hpd-toolkit/$NAME --weights-dtype float16 --overwrite
+hpd release "$FINAL" --out "$OUT/release-fp16" --repo-id hpd-toolkit/$NAME --weights-dtype float16 --overwrite
 hpd eval sts --model "$OUT/release-fp16" --data "$DATA/senteval" --output "$RESULTS/$NAME.json"
 hpd release "$OUT/release-fp16" --out releases/$NAME --repo-id hpd-toolkit/$NAME --weights-dtype float16 \
     --results "$RESULTS/$NAME.json" --base-model sentence-transformers/all-MiniLM-L6-v2 --overwrite
 
 # 6. The table's rows (SentEval protocol), the float32 student for the float16 check.
-hpd eval sts --model "$OUT/final" --data "$DATA/senteval" --output "$RESULTS/student-float32.json"
+hpd eval sts --model "$FINAL" --data "$DATA/senteval" --output "$RESULTS/student-float32.json"
 [ -f "$RESULTS/all-mpnet-base-v2.json" ] || hpd eval sts --model $MPNET --data "$DATA/senteval" --output "$RESULTS/all-mpnet-base-v2.json"
 [ -f "$RESULTS/all-MiniLM-L6-v2.json" ] || hpd eval sts --model $MINILM --data "$DATA/senteval" --output "$RESULTS/all-MiniLM-L6-v2.json"
 hpd eval sts --model "$OUT/MiniLM-L4-PCA128" --data "$DATA/senteval" --output "$RESULTS/MiniLM-L4-PCA128.json"
@@ -76,12 +79,15 @@ python scripts/reproduction_table.py --speed "$RESULTS/encode_speed.json" \
     --teacher "all-mpnet-base-v2 (teacher)" --student "$NAME (student)" --baseline all-MiniLM-L6-v2 \
     --plot docs/speed_quality.png
 
-# 9. The next default (MIXED_FINAL=1): rule 4 adopted mixed units (sentences and passages), so the final run again on
-#    them, in their own work dir (~1.5 h here: 35,112 more teacher vectors of each teacher, 666 steps). It replaces
-#    the default by rule 3 once evaluated: then the plot of step 3 and steps 5-8 run on "$OUT/final-mixed" in place of "$OUT/final".
-if [ "${MIXED_FINAL:-0}" = 1 ]; then
+# 9. SciFact (semantic search; measured, never used to choose): the default model against the teacher and MiniLM.
+python benchmarks/retrieval.py measure --data "$DATA/retrieval/scifact" --teacher $MPNET \
+    --model all-MiniLM-L6-v2=$MINILM --hpd releases/$NAME --cache-dir "$(dirname "$WORK")/retrieval-cache" \
+    --json "$RESULTS/retrieval_measure.json"
+
+# 10. The previous default (SENTENCE_FINAL=1), for the record: the same final run on sentences only.
+if [ "${SENTENCE_FINAL:-0}" = 1 ]; then
     hpd distill --teacher $MPNET --teacher $MINILM --student $MINILM --layers 0,2,3,5 --corpus "${CORPUS[@]}" \
-        --unit mixed --work-dir "$(dirname "$WORK")/wiki-mixed" --teacher-dtype bfloat16 --student-dtype bfloat16 \
-        --dim 128 --sts-dev "$DATA/senteval" --head-init lstsq --lr "${LR:-1e-4}" --warmup-steps 50 \
-        --pca-sentences $SENTENCES --max-sentences $SENTENCES --epochs 2 --eval-steps 67 --output "$OUT/final-mixed"
+        --work-dir "$WORK" --teacher-dtype bfloat16 --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval" \
+        --head-init lstsq --lr "${LR:-1e-4}" --warmup-steps 50 --pca-sentences $SENTENCES --max-sentences $SENTENCES \
+        --epochs 2 --eval-steps 67 --output "$OUT/final"
 fi

@@ -61,11 +61,11 @@ def test_matryoshka_dims_are_recorded_and_configs_without_them_still_load(tmp_pa
 
     HPDConfig(embedding_dim=64).save_pretrained(tmp_path / "plain")
     assert json.loads((tmp_path / "plain" / "config.json").read_text())["matryoshka_dims"] is None
-    # the default model's config.json was written before the key existed
-    from hpd_cli import DEFAULT_MODEL
-
-    assert "matryoshka_dims" not in json.loads((DEFAULT_MODEL / "config.json").read_text())
-    assert HPDConfig.from_pretrained(DEFAULT_MODEL).matryoshka_dims is None
+    # a config.json written before the key existed still loads, as a model trained for its full size only
+    legacy = json.loads((tmp_path / "plain" / "config.json").read_text())
+    del legacy["matryoshka_dims"]
+    (tmp_path / "plain" / "config.json").write_text(json.dumps(legacy))
+    assert HPDConfig.from_pretrained(tmp_path / "plain").matryoshka_dims is None
 
 
 def test_tinybert_shaped_model_has_the_published_parameter_count():

@@ -297,7 +297,7 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     log = tmp_path / "calls.log"
     result = subprocess.run(["bash", clone / "scripts" / "reproduce.sh", tmp_path / "data", tmp_path / "work" / "wiki"],
                             capture_output=True, text=True, env={**os.environ, "DRY_RUN_LOG": str(log), "ALL": "1", "MIXED": "1",
-                                                 "MIXED_FINAL": "1"})
+                                                 "SENTENCE_FINAL": "1"})
     assert result.returncode == 0, result.stderr
     calls = [line.split("\x1f") for line in log.read_text().splitlines()]
 
@@ -318,15 +318,18 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
             scripts.add(argv[0])
             check_script_arguments(argv[0], argv[1:], monkeypatch)
     # teacher vectors, the ablations (ALL=1: and the next ones; MIXED=1: sentences against mixed units), the final
-    # run, and with MIXED_FINAL=1 the final run on mixed units
+    # run on mixed units, and with SENTENCE_FINAL=1 the previous default's final run on sentences
     assert len(configs) == 2 + 3 + 7 + 1 + 1 + 1
-    final, final_mixed = configs[-2:]
+    final, final_sentences = configs[-2:]
     assert final.teacher == ["models/all-mpnet-base-v2", "models/all-MiniLM-L6-v2"] and final.epochs == 2
-    assert (final_mixed.teacher, final_mixed.epochs, final_mixed.unit) == (final.teacher, 2, "mixed")
+    assert final.unit == "mixed" and final.output.endswith("final-mixed")
+    assert (final_sentences.teacher, final_sentences.epochs, final_sentences.unit) == (final.teacher, 2, "sentence")
+    released = [call for call in calls if call[:2] == ["hpd", "release"]][0]
+    assert released[2] == final.output  # the default model is the final run on mixed units
     mixed = [c for c in configs if c.unit == "mixed"]  # passages need their own teacher vectors: another work dir
     assert len(mixed) == 2 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
     assert scripts == {"scripts/ablation_table.py", "scripts/plot_training.py", "scripts/pca_head_baseline.py",
-                       "benchmarks/encode_speed.py", "scripts/reproduction_table.py"}
+                       "benchmarks/encode_speed.py", "scripts/reproduction_table.py", "benchmarks/retrieval.py"}
     assert sum(call[:3] == ["hpd", "eval", "sts"] for call in calls) >= 5 and ["make", "install", "mpnet"] in calls
 
 
