@@ -26,7 +26,7 @@ MPNET=models/all-mpnet-base-v2
 CORPUS=("$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer")
 RESULTS=docs/results
 NAME=HPD-MiniLM-L4-F128
-SENTENCES=85112  # 11 chunks of 8,192 with the 5,000 validation sentences
+SENTENCES=${SENTENCES:-85112}  # 11 chunks of 8,192 with the 5,000 validation sentences; more: SENTENCES=200000 bash ...
 mkdir -p "$RESULTS" "$OUT"
 
 # 1. Teacher vectors first (the expensive part; bfloat16 autocast), each teacher in its own cache.
