@@ -27,6 +27,7 @@ CORPUS=("$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer")
 RESULTS=docs/results
 NAME=HPD-MiniLM-L4-F128
 SENTENCES=${SENTENCES:-85112}  # 11 chunks of 8,192 with the 5,000 validation sentences; more: SENTENCES=200000 bash ...
+LAYERS=${LAYERS:-0,2,3,5}  # the default model's cut; the next final run, rule 5: LAYERS=0,1,3,5 bash scripts/reproduce.sh
 mkdir -p "$RESULTS" "$OUT"
 
 # 1. Teacher vectors first (the expensive part; bfloat16 autocast), each teacher in its own cache.
@@ -41,7 +42,7 @@ bash scripts/ablations.sh "$DATA" "$WORK"
 # 3. The final run: both teachers, sentences and passages (rule 4), the head fitted by least squares, 2 epochs,
 #    checkpoint by validation MSE. Mixed units need teacher vectors of their own: another work dir.
 FINAL=$OUT/final-mixed
-hpd distill --teacher $MPNET --teacher $MINILM --student $MINILM --layers 0,2,3,5 --corpus "${CORPUS[@]}" \
+hpd distill --teacher $MPNET --teacher $MINILM --student $MINILM --layers $LAYERS --corpus "${CORPUS[@]}" \
     --unit mixed --work-dir "$(dirname "$WORK")/wiki-mixed" --teacher-dtype bfloat16 --student-dtype bfloat16 \
     --dim 128 --sts-dev "$DATA/senteval" --head-init lstsq --lr "${LR:-1e-4}" --warmup-steps 50 \
     --pca-sentences $SENTENCES --max-sentences $SENTENCES --epochs 2 --eval-steps 67 --output "$FINAL"
@@ -49,7 +50,7 @@ python scripts/plot_training.py "$FINAL" docs/training_curve.png \
     --title "mpnet + MiniLM-L6 -> MiniLM-L4 + 128-d head (HPD, mixed units)"
 
 # 4. The student's starting point: the same 4-layer cut, no training, its own uncentred PCA-128 head.
-python scripts/pca_head_baseline.py --base $MINILM --layers 0,2,3,5 --dim 128 \
+python scripts/pca_head_baseline.py --base $MINILM --layers $LAYERS --dim 128 \
     --sentences "$WORK/sentences/train.txt" --max-sentences 20000 --output "$OUT/MiniLM-L4-PCA128"
 
 # 5. The default model: float16 weights, evaluated as shipped, then released with its own results.
