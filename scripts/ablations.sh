@@ -18,8 +18,10 @@ OUT=$(dirname "$WORK")/out
 export HF_HUB_OFFLINE=1 PATH="$PWD/.venv/bin:$PATH"
 MPNET=models/all-mpnet-base-v2 MINILM=models/all-MiniLM-L6-v2
 
+RAN=()  # NAME=OUTPUT of each run, for the table of its part
 run() {  # NAME, then the flags that differ from the reference
     local name=$1; shift
+    RAN+=("$name=$OUT/$name")
     hpd distill --student $MINILM --corpus "$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer" \
         --work-dir "$WORK" --teacher-dtype bfloat16 --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval" \
         --head-init lstsq --warmup-steps 20 --pca-sentences 50000 --max-sentences 50000 --epochs 1 --eval-steps 49 \
@@ -69,14 +71,12 @@ if [ "${MIXED:-0}" = 1 ]; then  # sentences against mixed units (docs/reproducti
 fi
 
 if [ "${ALL:-0}" = 1 ]; then  # the next ablations (rule 5 of docs/reproduction.md): FIRST=0 ALL=1 bash ...
+    RAN=()
     run two-teachers --teacher $MINILM   # the run each one changes
     # more text against more passes over less, at the same 196 steps (the PCA on the 25,000 the run has)
     run half-text-2-epochs --teacher $MINILM --max-sentences 25000 --pca-sentences 25000 --epochs 2
     for layers in 0,2,5 0,1,2,3,4,5 0,1,3,5 0,2,4,5; do run "layers-$layers" --teacher $MINILM --layers "$layers"; done
     run random-head --teacher $MINILM --head-init random
     run 2-epochs --teacher $MINILM --epochs 2 --eval-steps 98
-    rows=()
-    for name in two-teachers half-text-2-epochs layers-0,2,5 layers-0,1,2,3,4,5 layers-0,1,3,5 layers-0,2,4,5 \
-                random-head 2-epochs; do rows+=("$name=$OUT/$name"); done
-    python scripts/ablation_table.py "${rows[@]}"
+    python scripts/ablation_table.py "${RAN[@]}"
 fi
