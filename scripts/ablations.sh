@@ -9,7 +9,7 @@
 #
 # The first part ran for the table in docs/reproduction.md; MATRYOSHKA=1 adds the runs of the Matryoshka table
 # (all ran except the 32-d dedicated run); ALL=1 the next ablations, each one change from two-teachers (the teacher
-# set that won); FIRST=0 leaves the first part out. A finished run is not trained again, only copied to its output.
+# set that won); LOSS=1 the cosine loss against the MSE; FIRST=0 leaves the first part out. A finished run is not trained again, only copied to its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
@@ -78,5 +78,12 @@ if [ "${ALL:-0}" = 1 ]; then  # the next ablations (rule 5 of docs/reproduction.
     for layers in 0,2,5 0,1,2,3,4,5 0,1,3,5 0,2,4,5; do run "layers-$layers" --teacher $MINILM --layers "$layers"; done
     run random-head --teacher $MINILM --head-init random
     run 2-epochs --teacher $MINILM --epochs 2 --eval-steps 98
+    python scripts/ablation_table.py "${RAN[@]}"
+fi
+
+if [ "${LOSS:-0}" = 1 ]; then  # the loss (rule 6 of docs/reproduction.md): FIRST=0 LOSS=1 bash ...
+    RAN=()
+    run two-teachers --teacher $MINILM   # the run it changes (MSE, checkpoint by validation MSE)
+    run cosine-loss --teacher $MINILM --loss cosine --select valid-cosine
     python scripts/ablation_table.py "${RAN[@]}"
 fi

@@ -95,6 +95,46 @@ def test_selection_rules(models, tmp_path, capsys):
     assert "--select stsb-dev needs --sts-dev" in err
 
 
+# --- the loss --------------------------------------------------------------------------------------
+
+def test_cosine_distance_is_the_mean_of_one_minus_cosine_and_ignores_length():
+    from hpd_toolkit.training.distill import prefix_cosine_distance
+
+    generator = torch.Generator().manual_seed(0)
+    predicted, goal = torch.randn(6, 8, generator=generator), torch.randn(6, 8, generator=generator)
+    by_hand = np.mean([1 - np.dot(p, g) / np.linalg.norm(p) / np.linalg.norm(g)
+                       for p, g in zip(predicted.numpy(), goal.numpy())])
+    assert float(prefix_cosine_distance(predicted, goal, 6)) == pytest.approx(by_hand, rel=1e-5)
+    scaled = predicted * torch.tensor([0.1, 1, 2, 3, 4, 50])[:, None]  # each vector's length is free
+    assert float(prefix_cosine_distance(scaled, goal, 6)) == pytest.approx(by_hand, rel=1e-5)
+    parts = sum(prefix_cosine_distance(predicted[i : i + 2], goal[i : i + 2], 6) for i in (0, 2, 4))
+    assert float(parts) == pytest.approx(by_hand, rel=1e-5)  # micro-batches add their shares
+    prefix = 2 * prefix_cosine_distance(predicted[:, :4], goal[:, :4], 6)
+    both = prefix_cosine_distance(predicted, goal, 6, [8, 4], [1.0, 2.0])
+    assert float(both) == pytest.approx(by_hand + float(prefix), rel=1e-5)
+
+
+def test_cosine_loss_trains_and_selects_by_validation_cosine(models, tmp_path, capsys):
+    mse = config_for(models, tmp_path, epochs=1)
+    assert config_for(models, tmp_path, epochs=1, loss="mse").run_dir() == mse.run_dir()  # older runs keep folders
+    config = config_for(models, tmp_path, epochs=1, loss="cosine", select="valid-cosine")
+    assert config.run_dir() != mse.run_dir()
+    distill(config)
+    log = read_log(config)
+    evaluations = [r for r in log if "valid_cosine_distance" in r]
+    assert evaluations[-1]["valid_cosine_distance"] < 0.7 * evaluations[0]["valid_cosine_distance"]
+    record = json.loads((tmp_path / "out" / "distill_config.json").read_text())
+    best = min(evaluations, key=lambda r: r["valid_cosine_distance"])
+    assert record["best_step"] == best["step"] and record["settings"]["loss"] == "cosine"
+    assert "the lowest validation cosine distance" in record["selection"]
+    losses = [r["loss"] for r in log if "loss" in r]  # the training log's loss is the cosine distance
+    assert 0 < losses[-1] < 2
+
+    capsys.readouterr()
+    err = run_distill(capsys, models, tmp_path, "--loss", "cosine")
+    assert "--loss cosine leaves the vectors' lengths free" in err and "--select valid-cosine" in err
+
+
 # --- training speed options -------------------------------------------------------------------------
 
 def test_bfloat16_training_and_frozen_embeddings_learn(models, tmp_path):

@@ -9,6 +9,7 @@ that artefact is complete and resumes when it is not:
                (several teachers: each L2-normalised, scaled by its weight, concatenated, then projected)
 4. training    student(s) -> W t(s) + b, MSE, AdamW, warm-up            work/run-<hash>/
                (head random as published, or first fitted by least squares: --head-init lstsq;
+               --loss cosine: 1 - cosine instead of MSE, the angle alone, which is all STS and search use;
                --matryoshka-dims: the weighted sum of the MSE of each prefix, so the output can be truncated)
 5. output      the checkpoint chosen by --select as HPD folder --output, with distill_config.json
 
@@ -51,7 +52,8 @@ from modeling_hpd import HPDModel
 
 PROJECTIONS = ("pca", "pca-centered", "none")
 HEAD_INITS = ("random", "lstsq")
-SELECTIONS = ("valid-mse", "stsb-dev", "last")
+LOSSES = ("mse", "cosine")
+SELECTIONS = ("valid-mse", "valid-cosine", "stsb-dev", "last")
 STUDENT_DTYPES = ("auto", "float32", "bfloat16")
 TEACHER_DTYPES = ("float32", "bfloat16")
 STORE_DTYPES = ("float16", "float32")
@@ -85,6 +87,9 @@ class DistillConfig:
                                                 "weighted sum of each prefix's MSE")
     matryoshka_weights: list[float] | None = setting(None, help="each --matryoshka-dims size's weight in the loss, "
                                                      "e.g. 1,1,1 (default 1 each)")
+    loss: str = setting("mse", choices=LOSSES, help="mse: the squared error to the projected teacher vectors, as "
+                        "published; cosine: 1 - their cosine, which leaves each vector's length free (pair it with "
+                        "--select valid-cosine, stsb-dev or last)")
     layers: list[int] | None = setting(None, help="student layers to keep, e.g. 0,2,4 (default: all)")
     max_sentences: int | None = setting(None, help="use at most this many training sentences (default: all)")
     pca_sentences: int = setting(100_000, help="teacher vectors the PCA is fitted on")
@@ -98,7 +103,8 @@ class DistillConfig:
                         "paragraph: passages of whole sentences up to 160 words; mixed: both")
     # docs/reproduction.md says why valid-mse is the default
     select: str = setting("valid-mse", choices=SELECTIONS, help="which evaluated checkpoint becomes --output: lowest "
-                          "validation MSE, highest STS-B dev Spearman (needs --sts-dev) or the last")
+                          "validation MSE, lowest validation cosine distance, highest STS-B dev Spearman (needs "
+                          "--sts-dev) or the last")
     epochs: int = setting(5, help="training epochs")
     batch_size: int = setting(256, help="global batch size")
     lr: float = setting(1e-4, help="AdamW learning rate")
@@ -157,6 +163,9 @@ class DistillConfig:
             if field.type in (int, int | None) and field.name not in ("seed", "warmup_steps") and value is not None \
                     and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"--{field.name.replace('_', '-')} must be a positive integer; got {value!r}.")
+        if self.loss == "cosine" and self.select == "valid-mse":
+            raise ValueError("--loss cosine leaves the vectors' lengths free, so validation MSE cannot choose its "
+                             "checkpoint: add --select valid-cosine (or stsb-dev, last).")
         if self.select == "stsb-dev" and not self.sts_dev:
             raise ValueError("--select stsb-dev needs --sts-dev FOLDER (the data folder holding STS-B dev).")
         if not self.lr > 0 or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
@@ -213,7 +222,7 @@ class DistillConfig:
                      "stop_after", "overwrite", "trust_remote_code"):
             settings.pop(name)
         for name, default in (("teacher_weights", None), ("student_dtype", "auto"), ("freeze_embeddings", False),
-                              ("matryoshka_dims", None), ("matryoshka_weights", None)):
+                              ("matryoshka_dims", None), ("matryoshka_weights", None), ("loss", "mse")):
             if settings[name] == default:
                 settings.pop(name)  # runs made before these settings existed keep their folders
         if len(self.teacher) == 1:
@@ -565,9 +574,10 @@ class Validation(NamedTuple):
     stsb_dev: object
 
 
-def validate(model, tokenizer, validation, batch_size, matryoshka_dims=None):
-    """valid MSE against the projected teacher vectors, and STS-B dev Spearman x 100 when given; with
-    `matryoshka_dims` also both for each smaller prefix k (`valid_mse_d<k>`, `stsb_dev_spearman_d<k>`)."""
+def validate(model, tokenizer, validation, batch_size, matryoshka_dims=None, cosine=False):
+    """valid MSE against the projected teacher vectors (with `cosine` also the mean cosine distance), and
+    STS-B dev Spearman x 100 when given; with `matryoshka_dims` also both for each smaller prefix k
+    (`valid_mse_d<k>`, `stsb_dev_spearman_d<k>`)."""
     from hpd_toolkit.eval.sts import spearman_x100
 
     def embed(sentences):
@@ -576,6 +586,8 @@ def validate(model, tokenizer, validation, batch_size, matryoshka_dims=None):
     predicted, goal, stsb_dev = embed(validation.sentences), validation.targets, validation.stsb_dev
     smaller = (matryoshka_dims or [])[1:]  # the first is the full output: valid_mse and stsb_dev_spearman
     figures = {"valid_mse": float(torch.nn.functional.mse_loss(predicted, goal))}
+    if cosine:
+        figures["valid_cosine_distance"] = float(prefix_cosine_distance(predicted, goal, len(goal)))
     for dim in smaller:
         figures[f"valid_mse_d{dim}"] = float(torch.nn.functional.mse_loss(predicted[:, :dim], goal[:, :dim]))
     if stsb_dev is not None:
@@ -589,8 +601,10 @@ def validate(model, tokenizer, validation, batch_size, matryoshka_dims=None):
 
 def selection_metric(config, figures, step):
     """Higher is better. valid-mse (default): the distillation objective on held-out corpus sentences, which
-    falls steadily while STS-B dev is flat and noisy on short runs (docs/reproduction.md); stsb-dev: STS-B dev
-    Spearman; last: the final step."""
+    falls steadily while STS-B dev is flat and noisy on short runs (docs/reproduction.md); valid-cosine: the
+    --loss cosine objective on the same sentences; stsb-dev: STS-B dev Spearman; last: the final step."""
+    if config.select == "valid-cosine":
+        return -figures["valid_cosine_distance"]
     if config.select == "stsb-dev":
         return figures["stsb_dev_spearman"]
     if config.select == "last":
@@ -655,7 +669,8 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
             loss = accumulate_gradients(model, tokenizer, [train[i] for i in mine],
                                         targets(vectors.rows(len(valid) + mine), weight, bias),
                                         config.micro_batch_size, accelerator,
-                                        bfloat16=config.student_dtype == "bfloat16", matryoshka=matryoshka)
+                                        bfloat16=config.student_dtype == "bfloat16", matryoshka=matryoshka,
+                                        loss=config.loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
@@ -689,7 +704,8 @@ def batch_rows(config, step, steps_per_epoch, count):
 def evaluate(config, model, tokenizer, validation, state, step, run):
     """Validates the model at `step`, logs the figures and, if --select prefers it, saves it as run/best; returns
     (the state with the new best, the figures). Main process only."""
-    figures = validate(model, tokenizer, validation, config.teacher_batch_size, config.matryoshka_dims)
+    figures = validate(model, tokenizer, validation, config.teacher_batch_size, config.matryoshka_dims,
+                       cosine=config.loss == "cosine" or config.select == "valid-cosine")
     metric = selection_metric(config, figures, step)
     chosen = state.best_metric is None or metric > state.best_metric
     append_log(run / "train_log.jsonl", {"step": step, **figures, **({"selected": config.select} if chosen else {})})
@@ -732,9 +748,9 @@ def read_state(checkpoint_dir):
 
 
 def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, accelerator, bfloat16=False,
-                         matryoshka=None):
-    """Gradients of MSE(student(sentences), goal) over the whole batch (with `matryoshka` (dims, weights): of
-    `prefix_mse`); returns the loss.
+                         matryoshka=None, loss="mse"):
+    """Gradients of MSE(student(sentences), goal) over the whole batch (loss "cosine": of the mean cosine
+    distance; with `matryoshka` (dims, weights): of each prefix's, weighted); returns the loss.
 
     The batch runs as micro-batches of similar length: on CPU, padding a random batch to its longest
     sentence costs about 4x. Each micro-batch adds its share of the mean, so the gradient is the
@@ -742,6 +758,7 @@ def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, ac
     token_ids = tokenizer(sentences, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
     by_length = np.argsort([len(ids) for ids in token_ids], kind="stable")
     parts = [by_length[start : start + micro_batch_size] for start in range(0, len(by_length), micro_batch_size)]
+    objective = prefix_cosine_distance if loss == "cosine" else prefix_mse
     total = 0.0
     for number, part in enumerate(parts):
         features = tokenizer.pad({"input_ids": [token_ids[i] for i in part]}, return_tensors="pt").to(accelerator.device)
@@ -749,9 +766,9 @@ def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, ac
         with (contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast(),
               torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bfloat16)):
             predicted = model(**features).sentence_embedding.float()
-            loss = prefix_mse(predicted, goal[part].to(accelerator.device), len(goal), *(matryoshka or ()))
-            accelerator.backward(loss)
-        total += loss.item()
+            value = objective(predicted, goal[part].to(accelerator.device), len(goal), *(matryoshka or ()))
+            accelerator.backward(value)
+        total += value.item()
     return total
 
 
@@ -765,6 +782,15 @@ def prefix_mse(predicted, goal, rows, dims=None, weights=None):
     if dims is None:
         return squared.sum() / (rows * goal.shape[1])
     return sum(weight * squared[:, :dim].sum() / (rows * dim) for dim, weight in zip(dims, weights))
+
+
+def prefix_cosine_distance(predicted, goal, rows, dims=None, weights=None):
+    """sum_k weights[k] * mean(1 - cos(predicted[:, :k], goal[:, :k])) over `dims` (default: the whole vectors), for
+    a batch of `rows` sentences of which `predicted` may be a part, as prefix_mse."""
+    dims, weights = (dims, weights) if dims else ([goal.shape[1]], [1.0])
+    cosine = torch.nn.functional.cosine_similarity
+    return sum(weight * (1 - cosine(predicted[:, :dim], goal[:, :dim], dim=1)).sum() / rows
+               for dim, weight in zip(dims, weights))
 
 
 def targets(teacher_vectors, weight, bias):
@@ -856,6 +882,7 @@ def distill(config):
                 "selected_by": config.select,
                 "selection": f"step {state.best_step} of {state.step}: " + {
                     "valid-mse": "the lowest validation MSE against the projected teacher vectors",
+                    "valid-cosine": "the lowest validation cosine distance to the projected teacher vectors",
                     "stsb-dev": "the highest STS-B dev Spearman",
                     "last": "the last step"}[config.select]
                 + (f" at the full {config.dim} dimensions" if config.matryoshka_dims and config.select != "last"
