@@ -2,6 +2,7 @@
 
     python benchmarks/retrieval.py measure --data ../shared/data/retrieval/scifact --teacher models/all-mpnet-base-v2 \\
         --model all-MiniLM-L6-v2=PATH --hpd releases/HPD-MiniLM-L4-F128 [--cache-dir DIR] [--json out.json]
+        [--reuse earlier.json]
     python benchmarks/retrieval.py scale [--sizes 5000,50000,500000,5000000] [--dims 768,384,128]
         [--kinds flat-float32,hnsw-float32,flat-binary,hnsw-binary] [--budget-gb 24] [--json out.json]
 
@@ -9,7 +10,10 @@
 --model at float32 and the HPD model at float32, int8, binary and binary re-ranked by float cosine (top 100), all on
 one index type (default flat: exact search), one model at a time on this machine, and prints one markdown table with
 each figure's ratio to the teacher, then the paper's claim as two ratios. Document vectors are cached in --cache-dir
-(default: a fresh temporary folder, so every corpus encoding is measured in this run).
+(default: a fresh temporary folder, so every corpus encoding is measured in this run). `--reuse` takes the rows of an
+earlier --json whose model (by weights fingerprint), data and settings are the same instead of measuring them again
+(the teacher's SciFact encoding takes 37 minutes on 2 CPU cores); the table marks them, and their timings are
+those of the earlier run.
 
 `scale` needs no model: search cost depends only on count, dimension and precision, so it indexes random unit
 vectors. For each dimension, size and index it reports index bytes, build seconds, search latency one query at a
@@ -39,21 +43,31 @@ GOALS = {"memory_float32": 6.0, "memory_binary": 48.0, "query_speed": 8.0}
 
 
 def measure(args):
-    from hpd_toolkit.eval.retrieval import evaluate_retrieval
+    from hpd_toolkit.eval.retrieval import encoder_fingerprint, evaluate_retrieval
     from hpd_models import load_encoder
 
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="hpd-retrieval-bench-")
     plan = [("teacher", args.teacher, [("float32", 0)])]
     plan += [(name, path, [("float32", 0)]) for name, path in (m.split("=", 1) for m in args.model)]
     plan.append((Path(args.hpd).name, args.hpd, list(HPD_SETTINGS)))
+    earlier = json.loads(Path(args.reuse).read_text(encoding="utf-8"))["rows"] if args.reuse else []
     rows = []
     for name, path, settings in plan:
         encoder = load_encoder(path)  # once per model; every setting reuses its cached document vectors
+        fingerprint = encoder_fingerprint(encoder) if earlier else None
         for precision, rescore in settings:
+            same = {"model_fingerprint": fingerprint, "data": str(Path(args.data)), "split": "test",
+                    "index": args.index, "precision": precision, "rescore": rescore,
+                    "ef_search": args.ef_search if args.index == "hnsw" else None}
+            old = next((r for r in earlier if all(r.get(key) == value for key, value in same.items())), None)
+            label = name if len(settings) == 1 else f"{name} {precision}" + (f" + rescore {rescore}" if rescore else "")
+            if old is not None:
+                rows.append({**old, "label": label, "model": path, "reused_from": args.reuse})
+                print(f"reused: {label}: nDCG@10 {old['scores']['ndcg_at_10']} ({args.reuse})", file=sys.stderr)
+                continue
             results = evaluate_retrieval(encoder, args.data, args.index, precision, rescore, args.ef_search,
                                          cache_dir=cache_dir, batch_size=args.batch_size, show_progress_bar=False)
             results["model"] = path
-            label = name if len(settings) == 1 else f"{name} {precision}" + (f" + rescore {rescore}" if rescore else "")
             rows.append({"label": label, **results})
             print(f"done: {label}: nDCG@10 {results['scores']['ndcg_at_10']}", file=sys.stderr, flush=True)
         del encoder
@@ -86,7 +100,7 @@ def measure_report(rows):
             f"{encoding['sentences_per_s']} ({ratio(encoding['sentences_per_s'], teacher['corpus_encoding']['sentences_per_s'])})"
             + (" cached" if encoding["cached"] else ""),
         ]
-        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['label']}{' (reused)' if row.get('reused_from') else ''} | " + " | ".join(cells) + " |")
     hpd = [row for row in rows[1:] if row["precision"] == "float32"][-1]
     binary = next((row for row in rows if row["precision"] == "binary" and not row["rescore"]), None)
     claims = {
@@ -102,6 +116,10 @@ def measure_report(rows):
         if claims[key] is not None:
             verdict = "meets" if claims[key] >= GOALS[key] else "misses"
             lines.append(f"- {text}: {claims[key]:.2f}x ({verdict} the goal of {GOALS[key]:g}x)")
+    reused = sorted({row["reused_from"] for row in rows if row.get("reused_from")})
+    if reused:
+        lines.append(f"(reused) rows come from {', '.join(reused)}: same weights, data and settings, so the same "
+                     "scores; their timings were measured in that run")
     threads = teacher["threads"]
     lines.append(f"({threads['torch']} torch threads, {threads['faiss']} faiss threads; "
                  f"faiss {teacher['versions'].get('faiss-cpu', '?')})")
@@ -237,6 +255,8 @@ def main(argv=None):
     m.add_argument("--batch-size", type=int, default=64)
     m.add_argument("--cache-dir", help="document-vector cache (default: a fresh temporary folder)")
     m.add_argument("--json", help="write the rows and the report here")
+    m.add_argument("--reuse", help="an earlier --json: its rows of the same model weights, data and settings are "
+                   "taken instead of measured again")
     m.set_defaults(run=measure)
     s = commands.add_parser("scale", help="index bytes and search latency of random unit vectors by size")
     s.add_argument("--sizes", default="5000,50000,500000,5000000")

@@ -40,6 +40,26 @@ def test_measure_prints_ratios_to_the_teacher(tmp_path, tokenizer, capsys):
     rows = json.loads((tmp_path / "m.json").read_text())["rows"]
     assert [row["corpus_encoding"]["cached"] for row in rows] == [False, False, False, True, True, True]
 
+    # --reuse: the rows of unchanged models come from m.json; a changed model is measured again
+    import hpd_toolkit.eval.retrieval as retrieval
+
+    save_hpd_folder(tiny_model(seed=4, max_seq_length=32), tokenizer, tmp_path / "hpd")  # new weights
+    measured, real = [], retrieval.evaluate_retrieval
+    benchmark = _benchmark()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(retrieval, "evaluate_retrieval", lambda encoder, *a, **k: measured.append(a[2]) or
+                      real(encoder, *a, **k))
+        benchmark.main(["measure", "--data", str(data), "--teacher", str(tmp_path / "teacher"), "--model",
+                        f"mini={tmp_path / 'mini'}", "--hpd", str(tmp_path / "hpd"), "--reuse",
+                        str(tmp_path / "m.json"), "--json", str(tmp_path / "m2.json")])
+    assert measured == ["float32", "int8", "binary", "binary"]  # only the changed model
+    again = json.loads((tmp_path / "m2.json").read_text())["rows"]
+    assert [r.get("reused_from") for r in again[:2]] == [str(tmp_path / "m.json")] * 2
+    assert again[0]["scores"] == rows[0]["scores"] and not any(r.get("reused_from") for r in again[2:])
+    assert again[2]["model_fingerprint"] != rows[2]["model_fingerprint"]
+    out = capsys.readouterr().out
+    assert "| teacher (reused) | " in out and "| mini (reused) | " in out and "| hpd float32 | " in out
+
 
 def test_scale_reports_bytes_latency_and_what_fits(tmp_path, capsys):
     # 200 kB: at 64-d, 300 float32 vectors fit (76,800 bytes) and 1,200 do not (307,200); binary fits at both sizes
