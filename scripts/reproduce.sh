@@ -4,7 +4,7 @@
 #     bash scripts/reproduce.sh [DATA] [WORK]   # DATA: shared data (default ../shared/data)
 #                                               # WORK: work dir, outside the clone (default ../hpd-work/wiki)
 #
-# Teachers all-mpnet-base-v2 and all-MiniLM-L6-v2 (joined) -> layers 0,2,3,5 of all-MiniLM-L6-v2 with a 128-d HPD
+# Teachers all-mpnet-base-v2 and all-MiniLM-L6-v2 (joined) -> layers 0,1,3,5 of all-MiniLM-L6-v2 with a 128-d HPD
 # head, on the first 85,112 of 701,037 shuffled Wikipedia and SentEval-transfer items (sentences and passages),
 # 2 epochs. On 2 CPU cores: ~30 min of mpnet vectors per work dir (sentences for the ablations, mixed units for the
 # final run), a few minutes of MiniLM vectors, ~1 h of ablations, ~1 h of training, ~20 min of evaluation. Every
@@ -27,7 +27,7 @@ CORPUS=("$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer")
 RESULTS=docs/results
 NAME=HPD-MiniLM-L4-F128
 SENTENCES=${SENTENCES:-85112}  # 11 chunks of 8,192 with the 5,000 validation sentences; more: SENTENCES=200000 bash ...
-LAYERS=${LAYERS:-0,2,3,5}  # the default model's cut; the next final run, rule 5: LAYERS=0,1,3,5 bash scripts/reproduce.sh
+LAYERS=${LAYERS:-0,1,3,5}  # the default model's cut (rule 5); the previous default's: LAYERS=0,2,3,5
 mkdir -p "$RESULTS" "$OUT"
 
 # 1. Teacher vectors first (the expensive part; bfloat16 autocast), each teacher in its own cache.
@@ -87,7 +87,7 @@ python benchmarks/retrieval.py measure --data "$DATA/retrieval/scifact" --teache
     --model all-MiniLM-L6-v2=$MINILM --hpd releases/$NAME --cache-dir "$(dirname "$WORK")/retrieval-cache" \
     --json "$RESULTS/retrieval_measure.json" "${REUSE[@]}"
 
-# 10. The previous default (SENTENCE_FINAL=1), for the record: the same final run on sentences only.
+# 10. For the record (SENTENCE_FINAL=1): the second round's first final run, on sentences only, layers 0,2,3,5.
 if [ "${SENTENCE_FINAL:-0}" = 1 ]; then
     hpd distill --teacher $MPNET --teacher $MINILM --student $MINILM --layers 0,2,3,5 --corpus "${CORPUS[@]}" \
         --work-dir "$WORK" --teacher-dtype bfloat16 --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval" \

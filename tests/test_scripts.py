@@ -331,7 +331,7 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
         "mse", "cosine", "valid-cosine", mse.teacher, mse.layers)
     final, final_sentences = configs[-2:]
     assert final.teacher == ["models/all-mpnet-base-v2", "models/all-MiniLM-L6-v2"] and final.epochs == 2
-    assert final.unit == "mixed" and final.output.endswith("final-mixed") and final.layers == [0, 2, 3, 5]
+    assert final.unit == "mixed" and final.output.endswith("final-mixed") and final.layers == [0, 1, 3, 5]
     assert (final_sentences.teacher, final_sentences.epochs, final_sentences.unit) == (final.teacher, 2, "sentence")
     released = [call for call in calls if call[:2] == ["hpd", "release"]][0]
     assert released[2] == final.output  # the default model is the final run on mixed units
