@@ -56,7 +56,7 @@ def measure(args):
         encoder = load_encoder(path)  # once per model; every setting reuses its cached document vectors
         fingerprint = encoder_fingerprint(encoder) if earlier else None
         for precision, rescore in settings:
-            same = {"model_fingerprint": fingerprint, "data": str(Path(args.data)), "split": "test",
+            same = {"model_fingerprint": fingerprint, "data": str(Path(args.data).expanduser()), "split": "test",
                     "index": args.index, "precision": precision, "rescore": rescore,
                     "ef_search": args.ef_search if args.index == "hnsw" else None}
             old = next((r for r in earlier if all(r.get(key) == value for key, value in same.items())), None)

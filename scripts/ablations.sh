@@ -9,7 +9,8 @@
 #
 # The first part ran for the table in docs/reproduction.md; MATRYOSHKA=1 adds the runs of the Matryoshka table
 # (all ran except the 32-d dedicated run); ALL=1 the next ablations, each one change from two-teachers (the teacher
-# set that won); LOSS=1 the cosine loss against the MSE; FIRST=0 leaves the first part out. A finished run is not trained again, only copied to its output.
+# set that won); LOSS=1 the cosine loss against the MSE; FIRST=0 leaves the first part out. A finished run is not
+# trained again, only copied to its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
