@@ -9,7 +9,7 @@
 #
 # The first part ran for the table in docs/reproduction.md; MATRYOSHKA=1 adds the runs of the Matryoshka table
 # (all ran except the 32-d dedicated run); ALL=1 the next ablations, each one change from two-teachers (the teacher
-# set that won); LOSS=1 the cosine loss against the MSE; FIRST=0 leaves the first part out. A finished run is not
+# set that won); LOSS=1 the cosine and similarity losses against the MSE; FIRST=0 leaves the first part out. A finished run is not
 # trained again, only copied to its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,5 +86,6 @@ if [ "${LOSS:-0}" = 1 ]; then  # the loss (rule 6 of docs/reproduction.md): FIRS
     RAN=()
     run two-teachers --teacher $MINILM   # the run it changes (MSE, checkpoint by validation MSE)
     run cosine-loss --teacher $MINILM --loss cosine --select valid-cosine
+    run similarity-loss --teacher $MINILM --loss similarity --select valid-similarity   # rule 7: the pairs alone
     python scripts/ablation_table.py "${RAN[@]}"
 fi

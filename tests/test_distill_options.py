@@ -138,6 +138,54 @@ def test_cosine_loss_trains_and_selects_by_validation_cosine(models, tmp_path, c
     assert "--loss cosine leaves the vectors' lengths free" in err and "--select valid-cosine" in err
 
 
+def test_similarity_loss_compares_pairwise_cosines_and_ignores_rotation_and_length():
+    from hpd_toolkit.training.distill import prefix_similarity_mse
+
+    generator = torch.Generator().manual_seed(0)
+    predicted, goal = torch.randn(5, 8, generator=generator), torch.randn(5, 8, generator=generator)
+
+    def by_hand(p, g):
+        def cos(a, b):
+            return np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)
+        return np.mean([(cos(p[i], p[j]) - cos(g[i], g[j])) ** 2 for i in range(5) for j in range(5) if i != j])
+
+    expected = by_hand(predicted.numpy(), goal.numpy())
+    assert float(prefix_similarity_mse(predicted, goal)) == pytest.approx(expected, rel=1e-5)
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=generator))
+    moved = (predicted @ rotation) * torch.tensor([0.1, 1, 2, 3, 40])[:, None]  # only the pairs' angles count
+    assert float(prefix_similarity_mse(moved, goal)) == pytest.approx(expected, rel=1e-4)
+    assert float(prefix_similarity_mse(goal @ rotation, goal)) == pytest.approx(0, abs=1e-10)
+    both = prefix_similarity_mse(predicted, goal, [8, 4], [1.0, 2.0])
+    assert float(both) == pytest.approx(expected + 2 * by_hand(predicted[:, :4].numpy(), goal[:, :4].numpy()),
+                                        rel=1e-5)
+
+
+def test_similarity_loss_trains_on_whole_batches_and_selects_by_validation_similarity(models, tmp_path, capsys,
+                                                                                      monkeypatch):
+    import hpd_toolkit.training.distill as distill_module
+
+    batches, real = [], distill_module.prefix_similarity_mse
+    monkeypatch.setattr(distill_module, "prefix_mse", lambda *args: pytest.fail("a training step used the MSE"))
+    monkeypatch.setattr(distill_module, "prefix_similarity_mse",
+                        lambda predicted, *rest: batches.append(len(predicted)) or real(predicted, *rest))
+    config = config_for(models, tmp_path, epochs=1, loss="similarity", select="valid-similarity", micro_batch_size=8,
+                        lr=5e-4)
+    assert config.micro_batch_size < config.batch_size  # the pairs span micro-batches
+    distill(config)
+    log = read_log(config)
+    evaluations = [r for r in log if "valid_similarity_mse" in r]
+    assert evaluations[-1]["valid_similarity_mse"] < 0.7 * evaluations[0]["valid_similarity_mse"]
+    record = json.loads((tmp_path / "out" / "distill_config.json").read_text())
+    best = min(evaluations, key=lambda r: r["valid_similarity_mse"])
+    assert record["best_step"] == best["step"] and record["settings"]["loss"] == "similarity"
+    assert "the lowest validation similarity MSE" in record["selection"]
+    steps = [r["step"] for r in log if "loss" in r]
+    assert len(batches) >= steps[-1] + len(evaluations) and config.batch_size in batches  # whole batches trained
+
+    capsys.readouterr()
+    err = run_distill(capsys, models, tmp_path, "--loss", "similarity")
+    assert "--loss similarity leaves the vectors themselves" in err and "--select valid-similarity" in err
+
 # --- training speed options -------------------------------------------------------------------------
 
 def test_bfloat16_training_and_frozen_embeddings_learn(models, tmp_path):

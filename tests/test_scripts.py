@@ -319,16 +319,18 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
             check_script_arguments(argv[0], argv[1:], monkeypatch)
     # teacher vectors, the ablations (ALL=1: and the next ones; MIXED=1: sentences against mixed units), the final
     # run on mixed units, and with SENTENCE_FINAL=1 the previous default's final run on sentences
-    assert len(configs) == 2 + 4 + 8 + 2 + 1 + 1 + 1
+    assert len(configs) == 2 + 4 + 8 + 3 + 1 + 1 + 1
     following = configs[7:15]  # ALL=1 (after MIXED=1's run): each one change from two-teachers, so both teachers
     assert following[0].output.endswith("/two-teachers") and following[-1].output.endswith("/2-epochs")
     assert all(len(c.teacher) == 2 for c in following), [c.output for c in following]
     half_text = [c for c in following if c.output.endswith("half-text-2-epochs")][0]
     assert (half_text.max_sentences, half_text.pca_sentences, half_text.epochs) == (25000, 25000, 2)
-    mse, cosine = configs[15:17]  # LOSS=1: the cosine loss, one change from two-teachers (and its own selection)
+    mse, cosine, similarity = configs[15:18]  # LOSS=1: each loss one change from two-teachers, with its selection
     assert mse.output.endswith("/two-teachers") and cosine.output.endswith("/cosine-loss")
     assert (mse.loss, cosine.loss, cosine.select, cosine.teacher, cosine.layers) == (
         "mse", "cosine", "valid-cosine", mse.teacher, mse.layers)
+    assert (similarity.output.endswith("/similarity-loss"), similarity.loss, similarity.select, similarity.teacher,
+            similarity.layers) == (True, "similarity", "valid-similarity", mse.teacher, mse.layers)
     final, final_sentences = configs[-2:]
     assert final.teacher == ["models/all-mpnet-base-v2", "models/all-MiniLM-L6-v2"] and final.epochs == 2
     assert final.unit == "mixed" and final.output.endswith("final-mixed") and final.layers == [0, 1, 3, 5]

@@ -10,6 +10,7 @@ that artefact is complete and resumes when it is not:
 4. training    student(s) -> W t(s) + b, MSE, AdamW, warm-up            work/run-<hash>/
                (head random as published, or first fitted by least squares: --head-init lstsq;
                --loss cosine: 1 - cosine instead of MSE, the angle alone, which is all STS and search use;
+               --loss similarity: the MSE of the batch's pairwise cosines against the targets', the pairs alone;
                --matryoshka-dims: the weighted sum of the MSE of each prefix, so the output can be truncated)
 5. output      the checkpoint chosen by --select as HPD folder --output, with distill_config.json
 
@@ -52,8 +53,8 @@ from modeling_hpd import HPDModel
 
 PROJECTIONS = ("pca", "pca-centered", "none")
 HEAD_INITS = ("random", "lstsq")
-LOSSES = ("mse", "cosine")
-SELECTIONS = ("valid-mse", "valid-cosine", "stsb-dev", "last")
+LOSSES = ("mse", "cosine", "similarity")
+SELECTIONS = ("valid-mse", "valid-cosine", "valid-similarity", "stsb-dev", "last")
 STUDENT_DTYPES = ("auto", "float32", "bfloat16")
 TEACHER_DTYPES = ("float32", "bfloat16")
 STORE_DTYPES = ("float16", "float32")
@@ -89,7 +90,9 @@ class DistillConfig:
                                                      "e.g. 1,1,1 (default 1 each)")
     loss: str = setting("mse", choices=LOSSES, help="mse: the squared error to the projected teacher vectors, as "
                         "published; cosine: 1 - their cosine, which leaves each vector's length free (pair it with "
-                        "--select valid-cosine, stsb-dev or last)")
+                        "--select valid-cosine, stsb-dev or last); similarity: the squared error of the cosines "
+                        "between the batch's sentences against the targets' cosines, the pairs alone (pair it "
+                        "with --select valid-similarity, stsb-dev or last)")
     layers: list[int] | None = setting(None, help="student layers to keep, e.g. 0,2,4 (default: all)")
     max_sentences: int | None = setting(None, help="use at most this many training sentences (default: all)")
     pca_sentences: int = setting(100_000, help="teacher vectors the PCA is fitted on")
@@ -103,7 +106,8 @@ class DistillConfig:
                         "paragraph: passages of whole sentences up to 160 words; mixed: both")
     # docs/reproduction.md says why valid-mse is the default
     select: str = setting("valid-mse", choices=SELECTIONS, help="which evaluated checkpoint becomes --output: lowest "
-                          "validation MSE, lowest validation cosine distance, highest STS-B dev Spearman (needs "
+                          "validation MSE, lowest validation cosine distance, lowest validation similarity MSE, "
+                          "highest STS-B dev Spearman (needs "
                           "--sts-dev) or the last")
     epochs: int = setting(5, help="training epochs")
     batch_size: int = setting(256, help="global batch size")
@@ -163,9 +167,10 @@ class DistillConfig:
             if field.type in (int, int | None) and field.name not in ("seed", "warmup_steps") and value is not None \
                     and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"--{field.name.replace('_', '-')} must be a positive integer; got {value!r}.")
-        if self.loss == "cosine" and self.select == "valid-mse":
-            raise ValueError("--loss cosine leaves the vectors' lengths free, so validation MSE cannot choose its "
-                             "checkpoint: add --select valid-cosine (or stsb-dev, last).")
+        if self.loss != "mse" and self.select == "valid-mse":
+            frees = {"cosine": "the vectors' lengths", "similarity": "the vectors themselves (only their cosines count)"}
+            raise ValueError(f"--loss {self.loss} leaves {frees[self.loss]} free, so validation MSE cannot choose its "
+                             f"checkpoint: add --select valid-{self.loss} (or stsb-dev, last).")
         if self.select == "stsb-dev" and not self.sts_dev:
             raise ValueError("--select stsb-dev needs --sts-dev FOLDER (the data folder holding STS-B dev).")
         if not self.lr > 0 or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
@@ -574,8 +579,9 @@ class Validation(NamedTuple):
     stsb_dev: object
 
 
-def validate(model, tokenizer, validation, batch_size, matryoshka_dims=None, cosine=False):
-    """valid MSE against the projected teacher vectors (with `cosine` also the mean cosine distance), and
+def validate(model, tokenizer, validation, batch_size, matryoshka_dims=None, cosine=False, similarity=False):
+    """valid MSE against the projected teacher vectors (with `cosine` also the mean cosine distance, with
+    `similarity` the squared error of all pairwise cosines of the validation sentences), and
     STS-B dev Spearman x 100 when given; with `matryoshka_dims` also both for each smaller prefix k
     (`valid_mse_d<k>`, `stsb_dev_spearman_d<k>`)."""
     from hpd_toolkit.eval.sts import spearman_x100
@@ -588,6 +594,8 @@ def validate(model, tokenizer, validation, batch_size, matryoshka_dims=None, cos
     figures = {"valid_mse": float(torch.nn.functional.mse_loss(predicted, goal))}
     if cosine:
         figures["valid_cosine_distance"] = float(prefix_cosine_distance(predicted, goal, len(goal)))
+    if similarity:
+        figures["valid_similarity_mse"] = float(prefix_similarity_mse(predicted, goal))
     for dim in smaller:
         figures[f"valid_mse_d{dim}"] = float(torch.nn.functional.mse_loss(predicted[:, :dim], goal[:, :dim]))
     if stsb_dev is not None:
@@ -602,9 +610,12 @@ def validate(model, tokenizer, validation, batch_size, matryoshka_dims=None, cos
 def selection_metric(config, figures, step):
     """Higher is better. valid-mse (default): the distillation objective on held-out corpus sentences, which
     falls steadily while STS-B dev is flat and noisy on short runs (docs/reproduction.md); valid-cosine: the
-    --loss cosine objective on the same sentences; stsb-dev: STS-B dev Spearman; last: the final step."""
+    --loss cosine objective on the same sentences; valid-similarity: the --loss similarity objective over all
+    their pairs; stsb-dev: STS-B dev Spearman; last: the final step."""
     if config.select == "valid-cosine":
         return -figures["valid_cosine_distance"]
+    if config.select == "valid-similarity":
+        return -figures["valid_similarity_mse"]
     if config.select == "stsb-dev":
         return figures["stsb_dev_spearman"]
     if config.select == "last":
@@ -705,7 +716,8 @@ def evaluate(config, model, tokenizer, validation, state, step, run):
     """Validates the model at `step`, logs the figures and, if --select prefers it, saves it as run/best; returns
     (the state with the new best, the figures). Main process only."""
     figures = validate(model, tokenizer, validation, config.teacher_batch_size, config.matryoshka_dims,
-                       cosine=config.loss == "cosine" or config.select == "valid-cosine")
+                       cosine=config.loss == "cosine" or config.select == "valid-cosine",
+                       similarity=config.loss == "similarity" or config.select == "valid-similarity")
     metric = selection_metric(config, figures, step)
     chosen = state.best_metric is None or metric > state.best_metric
     append_log(run / "train_log.jsonl", {"step": step, **figures, **({"selected": config.select} if chosen else {})})
@@ -750,7 +762,8 @@ def read_state(checkpoint_dir):
 def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, accelerator, bfloat16=False,
                          matryoshka=None, loss="mse"):
     """Gradients of MSE(student(sentences), goal) over the whole batch (loss "cosine": of the mean cosine
-    distance; with `matryoshka` (dims, weights): of each prefix's, weighted); returns the loss.
+    distance; "similarity": of the pairwise cosines' MSE; with `matryoshka` (dims, weights): of each prefix's,
+    weighted); returns the loss.
 
     The batch runs as micro-batches of similar length: on CPU, padding a random batch to its longest
     sentence costs about 4x. Each micro-batch adds its share of the mean, so the gradient is the
@@ -758,14 +771,23 @@ def accumulate_gradients(model, tokenizer, sentences, goal, micro_batch_size, ac
     token_ids = tokenizer(sentences, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
     by_length = np.argsort([len(ids) for ids in token_ids], kind="stable")
     parts = [by_length[start : start + micro_batch_size] for start in range(0, len(by_length), micro_batch_size)]
+
+    def pad(part):
+        return tokenizer.pad({"input_ids": [token_ids[i] for i in part]}, return_tensors="pt").to(accelerator.device)
+
+    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bfloat16)
+    if loss == "similarity":  # a loss over pairs needs every vector of the batch before its one backward pass
+        with accelerator.autocast(), autocast:
+            predicted = torch.cat([model(**pad(part)).sentence_embedding.float() for part in parts])
+            value = prefix_similarity_mse(predicted, goal[by_length].to(accelerator.device), *(matryoshka or ()))
+            accelerator.backward(value)
+        return value.item()
     objective = prefix_cosine_distance if loss == "cosine" else prefix_mse
     total = 0.0
     for number, part in enumerate(parts):
-        features = tokenizer.pad({"input_ids": [token_ids[i] for i in part]}, return_tensors="pt").to(accelerator.device)
         last = number == len(parts) - 1
-        with (contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast(),
-              torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bfloat16)):
-            predicted = model(**features).sentence_embedding.float()
+        with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast(), autocast:
+            predicted = model(**pad(part)).sentence_embedding.float()
             value = objective(predicted, goal[part].to(accelerator.device), len(goal), *(matryoshka or ()))
             accelerator.backward(value)
         total += value.item()
@@ -790,6 +812,22 @@ def prefix_cosine_distance(predicted, goal, rows, dims=None, weights=None):
     dims, weights = (dims, weights) if dims else ([goal.shape[1]], [1.0])
     cosine = torch.nn.functional.cosine_similarity
     return sum(weight * (1 - cosine(predicted[:, :dim], goal[:, :dim], dim=1)).sum() / rows
+               for dim, weight in zip(dims, weights))
+
+
+def prefix_similarity_mse(predicted, goal, dims=None, weights=None):
+    """sum_k weights[k] * mean over pairs i != j of (cos(p_i, p_j) - cos(g_i, g_j))^2 on the first k coordinates,
+    over `dims` (default: the whole vectors): a relational loss, blind to any rotation of the output, that asks
+    for the teacher's similarities rather than its coordinates. The batch must be whole (pairs span it)."""
+    dims, weights = (dims, weights) if dims else ([goal.shape[1]], [1.0])
+    rows = len(goal)
+    off_diagonal = ~torch.eye(rows, dtype=torch.bool, device=goal.device)
+
+    def cosines(vectors):
+        unit = torch.nn.functional.normalize(vectors, dim=1)
+        return unit @ unit.T
+
+    return sum(weight * ((cosines(predicted[:, :dim]) - cosines(goal[:, :dim]))[off_diagonal] ** 2).mean()
                for dim, weight in zip(dims, weights))
 
 
@@ -883,6 +921,8 @@ def distill(config):
                 "selection": f"step {state.best_step} of {state.step}: " + {
                     "valid-mse": "the lowest validation MSE against the projected teacher vectors",
                     "valid-cosine": "the lowest validation cosine distance to the projected teacher vectors",
+                    "valid-similarity": "the lowest validation similarity MSE (pairwise cosines against the "
+                                        "projected teacher vectors')",
                     "stsb-dev": "the highest STS-B dev Spearman",
                     "last": "the last step"}[config.select]
                 + (f" at the full {config.dim} dimensions" if config.matryoshka_dims and config.select != "last"
