@@ -87,5 +87,8 @@ if [ "${LOSS:-0}" = 1 ]; then  # the loss (rule 6 of docs/reproduction.md): FIRS
     run two-teachers --teacher $MINILM   # the run it changes (MSE, checkpoint by validation MSE)
     run cosine-loss --teacher $MINILM --loss cosine --select valid-cosine
     run similarity-loss --teacher $MINILM --loss similarity --select valid-similarity   # rule 7: the pairs alone
+    # rule 8: the same at two epochs, against the MSE at two epochs (rule 5's run; when finished, only copied)
+    run 2-epochs --teacher $MINILM --epochs 2 --eval-steps 98
+    run similarity-loss-2-epochs --teacher $MINILM --loss similarity --select valid-similarity --epochs 2 --eval-steps 98
     python scripts/ablation_table.py "${RAN[@]}"
 fi

@@ -319,7 +319,7 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
             check_script_arguments(argv[0], argv[1:], monkeypatch)
     # teacher vectors, the ablations (ALL=1: and the next ones; MIXED=1: sentences against mixed units), the final
     # run on mixed units, and with SENTENCE_FINAL=1 the previous default's final run on sentences
-    assert len(configs) == 2 + 4 + 8 + 3 + 1 + 1 + 1
+    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 1
     following = configs[7:15]  # ALL=1 (after MIXED=1's run): each one change from two-teachers, so both teachers
     assert following[0].output.endswith("/two-teachers") and following[-1].output.endswith("/2-epochs")
     assert all(len(c.teacher) == 2 for c in following), [c.output for c in following]
@@ -331,6 +331,9 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
         "mse", "cosine", "valid-cosine", mse.teacher, mse.layers)
     assert (similarity.output.endswith("/similarity-loss"), similarity.loss, similarity.select, similarity.teacher,
             similarity.layers) == (True, "similarity", "valid-similarity", mse.teacher, mse.layers)
+    mse_longer, longer = configs[18:20]  # and both at two epochs, as ALL=1's 2-epochs
+    assert mse_longer.output.endswith("/2-epochs") and longer.output.endswith("/similarity-loss-2-epochs")
+    assert (longer.loss, longer.epochs, longer.eval_steps) == ("similarity", mse_longer.epochs, mse_longer.eval_steps)
     final, final_sentences = configs[-2:]
     assert final.teacher == ["models/all-mpnet-base-v2", "models/all-MiniLM-L6-v2"] and final.epochs == 2
     assert final.unit == "mixed" and final.output.endswith("final-mixed") and final.layers == [0, 1, 3, 5]
