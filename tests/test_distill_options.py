@@ -155,6 +155,7 @@ def test_similarity_loss_compares_pairwise_cosines_and_ignores_rotation_and_leng
     moved = (predicted @ rotation) * torch.tensor([0.1, 1, 2, 3, 40])[:, None]  # only the pairs' angles count
     assert float(prefix_similarity_mse(moved, goal)) == pytest.approx(expected, rel=1e-4)
     assert float(prefix_similarity_mse(goal @ rotation, goal)) == pytest.approx(0, abs=1e-10)
+    assert float(prefix_similarity_mse(predicted, goal, block=2)) == pytest.approx(expected, rel=1e-5)  # in blocks
     both = prefix_similarity_mse(predicted, goal, [8, 4], [1.0, 2.0])
     assert float(both) == pytest.approx(expected + 2 * by_hand(predicted[:, :4].numpy(), goal[:, :4].numpy()),
                                         rel=1e-5)
@@ -185,6 +186,8 @@ def test_similarity_loss_trains_on_whole_batches_and_selects_by_validation_simil
     capsys.readouterr()
     err = run_distill(capsys, models, tmp_path, "--loss", "similarity")
     assert "--loss similarity leaves the vectors themselves" in err and "--select valid-similarity" in err
+    err = run_distill(capsys, models, tmp_path, "--loss", "similarity", "--select", "last", "--batch-size", "1")
+    assert "--loss similarity compares the sentences of a batch in pairs" in err
 
 # --- training speed options -------------------------------------------------------------------------
 

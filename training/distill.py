@@ -107,8 +107,7 @@ class DistillConfig:
     # docs/reproduction.md says why valid-mse is the default
     select: str = setting("valid-mse", choices=SELECTIONS, help="which evaluated checkpoint becomes --output: lowest "
                           "validation MSE, lowest validation cosine distance, lowest validation similarity MSE, "
-                          "highest STS-B dev Spearman (needs "
-                          "--sts-dev) or the last")
+                          "highest STS-B dev Spearman (needs --sts-dev) or the last")
     epochs: int = setting(5, help="training epochs")
     batch_size: int = setting(256, help="global batch size")
     lr: float = setting(1e-4, help="AdamW learning rate")
@@ -171,6 +170,8 @@ class DistillConfig:
             frees = {"cosine": "the vectors' lengths", "similarity": "the vectors themselves (only their cosines count)"}
             raise ValueError(f"--loss {self.loss} leaves {frees[self.loss]} free, so validation MSE cannot choose its "
                              f"checkpoint: add --select valid-{self.loss} (or stsb-dev, last).")
+        if self.loss == "similarity" and self.batch_size < 2:
+            raise ValueError("--loss similarity compares the sentences of a batch in pairs: it needs --batch-size >= 2.")
         if self.select == "stsb-dev" and not self.sts_dev:
             raise ValueError("--select stsb-dev needs --sts-dev FOLDER (the data folder holding STS-B dev).")
         if not self.lr > 0 or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
@@ -815,20 +816,21 @@ def prefix_cosine_distance(predicted, goal, rows, dims=None, weights=None):
                for dim, weight in zip(dims, weights))
 
 
-def prefix_similarity_mse(predicted, goal, dims=None, weights=None):
+def prefix_similarity_mse(predicted, goal, dims=None, weights=None, block=4096):
     """sum_k weights[k] * mean over pairs i != j of (cos(p_i, p_j) - cos(g_i, g_j))^2 on the first k coordinates,
     over `dims` (default: the whole vectors): a relational loss, blind to any rotation of the output, that asks
-    for the teacher's similarities rather than its coordinates. The batch must be whole (pairs span it)."""
+    for the teacher's similarities rather than its coordinates. The batch must be whole (pairs span it); rows go
+    `block` at a time, so that validating on many sentences never holds a full n x n matrix."""
     dims, weights = (dims, weights) if dims else ([goal.shape[1]], [1.0])
     rows = len(goal)
-    off_diagonal = ~torch.eye(rows, dtype=torch.bool, device=goal.device)
-
-    def cosines(vectors):
-        unit = torch.nn.functional.normalize(vectors, dim=1)
-        return unit @ unit.T
-
-    return sum(weight * ((cosines(predicted[:, :dim]) - cosines(goal[:, :dim]))[off_diagonal] ** 2).mean()
-               for dim, weight in zip(dims, weights))
+    total = 0
+    for dim, weight in zip(dims, weights):
+        p, g = (torch.nn.functional.normalize(v[:, :dim], dim=1) for v in (predicted, goal))
+        squared = sum(((p[start : start + block] @ p.T - g[start : start + block] @ g.T) ** 2).sum()
+                      for start in range(0, rows, block))
+        diagonal = (((p * p).sum(1) - (g * g).sum(1)) ** 2).sum()  # a vector with itself: 1 - 1, unless one is 0
+        total = total + weight * (squared - diagonal) / (rows * (rows - 1))
+    return total
 
 
 def targets(teacher_vectors, weight, bias):
