@@ -9,7 +9,7 @@
 #
 # The first part ran for the table in docs/reproduction.md; MATRYOSHKA=1 adds the runs of the Matryoshka table
 # (all ran); ALL=1 the next ablations, each one change from two-teachers (the teacher
-# set that won); LOSS=1 the cosine and similarity losses against the MSE; FIRST=0 leaves the first part out. A finished run is not
+# set that won); LOSS=1 the cosine and similarity losses against the MSE; SEARCH=1 the start of every 4-layer cut; FIRST=0 leaves the first part out. A finished run is not
 # trained again, only copied to its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,14 +19,18 @@ OUT=$(dirname "$WORK")/out
 export HF_HUB_OFFLINE=1 PATH="$PWD/.venv/bin:$PATH"
 MPNET=models/all-mpnet-base-v2 MINILM=models/all-MiniLM-L6-v2
 
+recipe() {  # FLAGS: the reference's flags but --output and --layers, on the work dir $WORK names now
+    FLAGS=(--student $MINILM --corpus "$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer"
+        --work-dir "$WORK" --teacher-dtype bfloat16 --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval"
+        --head-init lstsq --warmup-steps 20 --pca-sentences 50000 --max-sentences 50000 --epochs 1 --eval-steps 49
+        --teacher $MPNET --lr 1e-4)
+}
 RAN=()  # NAME=OUTPUT of each run, for the table of its part
 run() {  # NAME, then the flags that differ from the reference
     local name=$1; shift
     RAN+=("$name=$OUT/$name")
-    hpd distill --student $MINILM --corpus "$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer" \
-        --work-dir "$WORK" --teacher-dtype bfloat16 --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval" \
-        --head-init lstsq --warmup-steps 20 --pca-sentences 50000 --max-sentences 50000 --epochs 1 --eval-steps 49 \
-        --output "$OUT/$name" --teacher $MPNET --layers 0,2,3,5 --lr 1e-4 "$@"
+    recipe
+    hpd distill "${FLAGS[@]}" --output "$OUT/$name" --layers 0,2,3,5 "$@"
 }
 
 if [ "${FIRST:-1}" = 1 ]; then
@@ -91,4 +95,11 @@ if [ "${LOSS:-0}" = 1 ]; then  # the loss (rule 6 of docs/reproduction.md): FIRS
     run 2-epochs --teacher $MINILM --epochs 2 --eval-steps 98
     run similarity-loss-2-epochs --teacher $MINILM --loss similarity --select valid-similarity --epochs 2 --eval-steps 98
     python scripts/ablation_table.py "${RAN[@]}"
+fi
+
+if [ "${SEARCH:-0}" = 1 ]; then  # rule 9: the start of every 4-layer cut, two teachers, no training: SEARCH=1 bash ...
+    recipe
+    mkdir -p "$OUT/results"
+    python scripts/layer_search.py --keep 4 --json "$OUT/results/layer-search.json" -- "${FLAGS[@]}" --teacher $MINILM \
+        --output "$OUT/layer-search"
 fi

@@ -4,6 +4,7 @@ embeddings, passages, caching the teacher alone, and the safety of work dirs, co
 import json
 import multiprocessing
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,6 +189,25 @@ def test_similarity_loss_trains_on_whole_batches_and_selects_by_validation_simil
     assert "--loss similarity leaves the vectors themselves" in err and "--select valid-similarity" in err
     err = run_distill(capsys, models, tmp_path, "--loss", "similarity", "--select", "last", "--batch-size", "1")
     assert "--loss similarity compares the sentences of a batch in pairs" in err
+
+def test_stop_after_start_validates_step_0_and_the_same_command_trains_on_from_it(models, tmp_path):
+    from hpd_toolkit.training.distill import read_log_record
+
+    config = config_for(models, tmp_path, epochs=1, head_init="lstsq", stop_after="start")
+    assert distill(config) == config.run_dir() and not (tmp_path / "out").exists()
+    log = read_log(config)
+    assert [r["step"] for r in log] == [0] and read_log_record(config.run_dir(), 0) == log[0]
+    assert [p.name for p in (config.run_dir() / "checkpoints").iterdir()] == ["step_000000000"]
+    assert distill(config) == config.run_dir() and read_log(config) == log  # again: nothing more is done
+
+    distill(config_for(models, tmp_path, epochs=1, head_init="lstsq"))  # trains on from the start
+    resumed = read_log(config)
+    assert resumed[0] == log[0] and [r["step"] for r in resumed].count(0) == 1 and resumed[-1]["step"] > 0
+    straight = config_for(models, tmp_path / "straight", epochs=1, head_init="lstsq")
+    distill(straight)  # the same run in one go: the same weights
+    trained, direct = (load_file(str(Path(folder) / "model.safetensors")) for folder in (tmp_path / "out",
+                                                                                     tmp_path / "straight" / "out"))
+    assert trained.keys() == direct.keys() and all(torch.equal(trained[k], direct[k]) for k in trained)
 
 # --- training speed options -------------------------------------------------------------------------
 

@@ -197,6 +197,37 @@ def tiny_sentence(rng, low=3, high=9):
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high)))
 
 
+def test_layer_search_scores_each_cuts_start_and_ranks_them(tmp_path, tokenizer, capsys):
+    from hpd_toolkit.training.distill import read_log_record
+
+    root = tmp_path / "models"
+    save_hpd_folder(tiny_model(seed=1, embedding_dim=12), tokenizer, root / "teacher")
+    save_hpd_folder(tiny_model(seed=2, embedding_dim=None, num_hidden_layers=3), tokenizer, root / "student")
+    rng = random.Random(0)
+    (root / "corpus.txt").write_text("".join(f"{tiny_sentence(rng)}\n" for _ in range(300)))
+    write_senteval(tmp_path / "senteval", pairs=12)
+    flags = ["--teacher", str(root / "teacher"), "--student", str(root / "student"), "--corpus", str(root / "corpus.txt"),
+             "--output", str(tmp_path / "out"), "--dim", "8", "--pca-sentences", "100", "--valid-sentences", "20",
+             "--head-init", "lstsq", "--sts-dev", str(tmp_path / "senteval")]
+    search = load_script("layer_search")
+    search.main(["--keep", "2", "--json", str(tmp_path / "cuts.json"), "--", *flags])
+
+    ranked = json.loads((tmp_path / "cuts.json").read_text())
+    assert ranked["ranked_by"] == "stsb_dev_spearman"
+    assert sorted(row["layers"] for row in ranked["cuts"]) == ["0,1", "0,2", "1,2"]  # every 2 of 3 layers
+    scores = [row["stsb_dev_spearman"] for row in ranked["cuts"]]
+    assert scores == sorted(scores, reverse=True) and len({row["valid_mse"] for row in ranked["cuts"]}) == 3
+    for row in ranked["cuts"]:  # each is its run's logged step 0, and nothing was trained
+        record = read_log_record(row["run_dir"], 0)
+        assert (record["valid_mse"], record["stsb_dev_spearman"]) == (row["valid_mse"], row["stsb_dev_spearman"])
+        assert [json.loads(line)["step"] for line in open(f"{row['run_dir']}/train_log.jsonl")] == [0]
+    assert not (tmp_path / "out").exists()
+    assert f"| {ranked['cuts'][0]['layers']} | {scores[0]:.2f} |" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit):
+        search.main(["--keep", "2", "--", *flags, "--layers", "0,1"])
+    assert "without --layers and --stop-after" in capsys.readouterr().err
+
 def write_senteval(root, pairs=6, seed=0):
     """A tiny folder in the SentEval layout: every file `hpd eval sts` and `hpd distill --sts-dev` read."""
     from hpd_toolkit.eval.sts import SUBSETS
@@ -296,7 +327,7 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
         stub.chmod(0o755)
     log = tmp_path / "calls.log"
     result = subprocess.run(["bash", clone / "scripts" / "reproduce.sh", tmp_path / "data", tmp_path / "work" / "wiki"],
-                            capture_output=True, text=True, env={**os.environ, "DRY_RUN_LOG": str(log), "ALL": "1", "MIXED": "1", "LOSS": "1",
+                            capture_output=True, text=True, env={**os.environ, "DRY_RUN_LOG": str(log), "ALL": "1", "MIXED": "1", "LOSS": "1", "SEARCH": "1",
                                                  "SENTENCE_FINAL": "1"})
     assert result.returncode == 0, result.stderr
     calls = [line.split("\x1f") for line in log.read_text().splitlines()]
@@ -317,9 +348,12 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
         elif argv[0] != "-c":
             scripts.add(argv[0])
             check_script_arguments(argv[0], argv[1:], monkeypatch)
+            if argv[0] == "scripts/layer_search.py":  # the flags after -- are hpd distill's, less --layers
+                args = hpd_cli.build_parser().parse_args(["distill", *argv[argv.index("--") + 1 :], "--layers", "0"])
+                args.run(args)
     # teacher vectors, the ablations (ALL=1: and the next ones; MIXED=1: sentences against mixed units), the final
     # run on mixed units, and with SENTENCE_FINAL=1 the previous default's final run on sentences
-    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 1
+    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 1 + 1
     following = configs[7:15]  # ALL=1 (after MIXED=1's run): each one change from two-teachers, so both teachers
     assert following[0].output.endswith("/two-teachers") and following[-1].output.endswith("/2-epochs")
     assert all(len(c.teacher) == 2 for c in following), [c.output for c in following]
@@ -334,6 +368,8 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     mse_longer, longer = configs[18:20]  # and both at two epochs, as ALL=1's 2-epochs
     assert mse_longer.output.endswith("/2-epochs") and longer.output.endswith("/similarity-loss-2-epochs")
     assert (longer.loss, longer.epochs, longer.eval_steps) == ("similarity", mse_longer.epochs, mse_longer.eval_steps)
+    search = configs[20]  # SEARCH=1: the starts of the 4-layer cuts, on the recipe of two-teachers
+    assert search.output.endswith("/layer-search") and (search.teacher, search.head_init) == (mse.teacher, "lstsq")
     final, final_sentences = configs[-2:]
     assert final.teacher == ["models/all-mpnet-base-v2", "models/all-MiniLM-L6-v2"] and final.epochs == 2
     assert final.unit == "mixed" and final.output.endswith("final-mixed") and final.layers == [0, 1, 3, 5]
@@ -343,6 +379,7 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     mixed = [c for c in configs if c.unit == "mixed"]  # passages need their own teacher vectors: another work dir
     assert len(mixed) == 2 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
     assert scripts == {"scripts/ablation_table.py", "scripts/plot_training.py", "scripts/pca_head_baseline.py",
+                       "scripts/layer_search.py",
                        "benchmarks/encode_speed.py", "scripts/reproduction_table.py", "benchmarks/retrieval.py"}
     assert sum(call[:3] == ["hpd", "eval", "sts"] for call in calls) >= 5 and ["make", "install", "mpnet"] in calls
 
@@ -362,6 +399,8 @@ SMOKE_TESTS = {  # file -> its test(s); "in process": the test calls main(), so 
     "scripts/ablations.sh": ["test_scripts.py::test_reproduce_and_ablations_call_only_commands_and_flags_that_exist"],
     "scripts/demo.py": ["test_scripts.py::test_demo_runs_the_whole_pipeline"],
     "scripts/install_mpnet.py": ["test_install_mpnet.py::test_the_command_installs_from_downloaded_wheels"],
+    "scripts/layer_search.py": ["test_scripts.py::test_layer_search_scores_each_cuts_start_and_ranks_them",
+                                "in process"],
     "scripts/pca_ceiling.py": [
         "test_scripts.py::test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_target", "in process"],
     "scripts/pca_head_baseline.py": ["test_scripts.py::test_pca_head_baseline_is_the_cuts_own_uncentred_pca",

@@ -58,7 +58,7 @@ SELECTIONS = ("valid-mse", "valid-cosine", "valid-similarity", "stsb-dev", "last
 STUDENT_DTYPES = ("auto", "float32", "bfloat16")
 TEACHER_DTYPES = ("float32", "bfloat16")
 STORE_DTYPES = ("float16", "float32")
-STOP_AFTER = ("teacher",)
+STOP_AFTER = ("teacher", "start")
 HEAD_INIT_SENTENCES = 10_000  # training sentences the least-squares head is fitted on (hidden + 1 unknowns each)
 DATA_SETTINGS = ("corpus", "unit", "valid_sentences", "seed", "chunk_size", "store_dtype")
 TEACHER_SETTINGS = ("teacher", "teacher_dtype")  # each teacher's own folder records these, with its weights' hash
@@ -129,8 +129,10 @@ class DistillConfig:
                                  "GPU, float32 on CPU; bfloat16 autocast is faster on CPUs with AVX512-BF16 or AMX")
     freeze_embeddings: bool = setting(False, help="keep the student's word-embedding matrix fixed (faster steps, "
                                       "fewer weights to move)")
-    stop_after: str | None = setting(None, choices=STOP_AFTER, help="stop once the teacher vectors are cached "
-                                     "(start a long run's expensive part early)")
+    stop_after: str | None = setting(None, choices=STOP_AFTER, help="teacher: stop once the teacher vectors are "
+                                     "cached (start a long run's expensive part early); start: once the starting "
+                                     "point (step 0: the cut and its head) is validated and logged, to compare "
+                                     "students before training any (scripts/layer_search.py)")
     overwrite: bool = setting(False, help="replace --output even if hpd did not write it")
     trust_remote_code: bool = setting(False, help="allow teacher or student folders that run their own Python code")
     log_steps: int = setting(50, help="training log interval")
@@ -667,8 +669,8 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
     accelerator.wait_for_everyone()
 
     state = resume(accelerator, run)
-    if state.finished:
-        return state
+    if state.finished or (config.stop_after == "start" and state.step >= 0):
+        return state  # with --stop-after start: step 0 is in the log already
     resumed_at = time.perf_counter() - state.seconds
     bar = tqdm(total=total_steps, initial=max(state.step, 0), desc="Training", unit="step",
                disable=not accelerator.is_main_process)
@@ -701,6 +703,8 @@ def training_stage(config, student, stsb_dev, train, valid, vectors, projection,
             state = dataclasses.replace(state, step=step, finished=step >= total_steps,
                                         seconds=round(time.perf_counter() - resumed_at, 1))
             state = checkpoint(accelerator, run / "checkpoints", state)
+        if config.stop_after == "start":
+            break  # the same command without it trains on from this checkpoint
     bar.close()
     return state
 
@@ -842,6 +846,13 @@ def latest_checkpoint(folder):
     return done[-1] if done else None
 
 
+def read_log_record(run, step):
+    """The evaluation record of `step` in the run's train_log.jsonl (None if it has none)."""
+    with open(Path(run) / "train_log.jsonl", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
+    return next((r for r in records if r["step"] == step and "valid_mse" in r), None)
+
+
 def append_log(path, record):
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -858,7 +869,7 @@ def truncate_log(path, step):
 
 def distill(config):
     """Runs every stage (skipping finished ones) and returns the output folder (the work dir with
-    --stop-after teacher)."""
+    --stop-after teacher, the run folder with --stop-after start)."""
     from accelerate import Accelerator
 
     from hpd_toolkit.eval.sts import load_stsb_split
@@ -905,6 +916,11 @@ def distill(config):
             return work
         projection = projection_stage(config, vectors, len(valid), accelerator)
         state = training_stage(config, student, stsb_dev, train, valid, vectors, projection, accelerator)
+        if config.stop_after == "start":
+            accelerator.print(f"Starting point validated (step 0, {config.run_dir()}/train_log.jsonl): "
+                              f"{read_log_record(config.run_dir(), 0)}. Run the same command without --stop-after "
+                              "to train on from it.")
+            return config.run_dir()
 
         if accelerator.is_main_process:
             record = {
