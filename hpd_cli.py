@@ -184,15 +184,22 @@ def eval_retrieval_command(args):
         print(f"Wrote {args.output}")
 
 
-def distill_command(args):
-    from hpd_toolkit.training.distill import DistillConfig, distill, load_config_file
+def distill_settings(args):
+    """The DistillConfig keywords of parsed `hpd distill` arguments: its --config file's, overridden by the flags."""
+    from hpd_toolkit.training.distill import DistillConfig, load_config_file
 
     values = load_config_file(args.config) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k in DistillConfig.fields() and v is not None})
     missing = [f"--{k}" for k in ("teacher", "student", "corpus", "output") if k not in values]
     if missing:
         raise ValueError(f"{', '.join(missing)} must be given (as flags or in --config).")
-    distill(DistillConfig(**values))
+    return values
+
+
+def distill_command(args):
+    from hpd_toolkit.training.distill import DistillConfig, distill
+
+    distill(DistillConfig(**distill_settings(args)))
 
 
 def release_command(args):

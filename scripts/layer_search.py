@@ -33,28 +33,11 @@ def main(argv=None):
     if "--layers" in distill_flags or "--stop-after" in distill_flags:
         parser.error("give the hpd distill flags without --layers and --stop-after: the search sets both.")
 
-    from hpd_toolkit.training.distill import DistillConfig, distill, read_log_record
-
-    values = vars(hpd_cli.build_parser().parse_args(["distill", *distill_flags]))
-    values = {k: v for k, v in values.items() if k in DistillConfig.fields() and v is not None}
-    if args.cuts:
-        cuts = [[int(i) for i in cut.split(",")] for cut in args.cuts]
-    else:
-        from transformers import AutoConfig
-
-        layers = AutoConfig.from_pretrained(values["student"]).num_hidden_layers
-        if not 0 < args.keep <= layers:
-            parser.error(f"--keep must be between 1 and the student's {layers} layers; got {args.keep}.")
-        cuts = [list(cut) for cut in itertools.combinations(range(layers), args.keep)]
-
-    rows = []
-    for number, cut in enumerate(cuts, 1):
-        print(f"== cut {number} of {len(cuts)}: layers {','.join(map(str, cut))}", flush=True)
-        config = DistillConfig(**{**values, "layers": cut, "stop_after": "start"})
-        distill(config)
-        start = read_log_record(config.run_dir(), 0)
-        rows.append({"layers": ",".join(map(str, cut)), "valid_mse": start["valid_mse"],
-                     "stsb_dev_spearman": start.get("stsb_dev_spearman"), "run_dir": str(config.run_dir())})
+    try:
+        values, cuts = settings_and_cuts(args, distill_flags)
+        rows = [score_start(values, cut, number, len(cuts)) for number, cut in enumerate(cuts, 1)]
+    except (ValueError, OSError) as error:  # one line, as hpd's own errors
+        raise SystemExit(f"layer_search.py: error: {' '.join(str(error).split())}") from None
     by_stsb = all(row["stsb_dev_spearman"] is not None for row in rows)
     rows.sort(key=lambda row: -row["stsb_dev_spearman"] if by_stsb else row["valid_mse"])
 
@@ -67,6 +50,34 @@ def main(argv=None):
                                                "cuts": rows}, indent=2) + "\n")
         print(f"Wrote {args.json}")
 
+
+def settings_and_cuts(args, distill_flags):
+    """The hpd distill settings the flags (and their --config) give, and the cuts to score."""
+    values = hpd_cli.distill_settings(hpd_cli.build_parser().parse_args(["distill", *distill_flags]))
+    if args.cuts:
+        try:
+            return values, [[int(i) for i in cut.split(",")] for cut in args.cuts]
+        except ValueError:
+            raise ValueError(f"--cuts takes comma-separated layer numbers, e.g. 0,1,3,5 0,2,3,5; got "
+                             f"{' '.join(args.cuts)}.") from None
+    from transformers import PretrainedConfig
+
+    layers = PretrainedConfig.get_config_dict(values["student"])[0]["num_hidden_layers"]  # reads, runs no code
+    if not 0 < args.keep <= layers:
+        raise ValueError(f"--keep must be between 1 and the student's {layers} layers; got {args.keep}.")
+    return values, [list(cut) for cut in itertools.combinations(range(layers), args.keep)]
+
+
+def score_start(values, cut, number, count):
+    """Step 0 of the run that keeps `cut`: validated now, or read from its log if that run has it already."""
+    from hpd_toolkit.training.distill import DistillConfig, distill, read_log_record
+
+    print(f"== cut {number} of {count}: layers {','.join(map(str, cut))}", flush=True)
+    config = DistillConfig(**{**values, "layers": cut, "stop_after": "start"})
+    distill(config)
+    start = read_log_record(config.run_dir(), 0)
+    return {"layers": ",".join(map(str, cut)), "valid_mse": start["valid_mse"],
+            "stsb_dev_spearman": start.get("stsb_dev_spearman"), "run_dir": str(config.run_dir())}
 
 if __name__ == "__main__":
     main()

@@ -227,6 +227,10 @@ def test_layer_search_scores_each_cuts_start_and_ranks_them(tmp_path, tokenizer,
     with pytest.raises(SystemExit):
         search.main(["--keep", "2", "--", *flags, "--layers", "0,1"])
     assert "without --layers and --stop-after" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--keep must be between 1 and the student's 3 layers; got 4"):
+        search.main(["--keep", "4", "--", *flags])
+    with pytest.raises(SystemExit, match="--cuts takes comma-separated layer numbers"):
+        search.main(["--cuts", "0,x", "--", *flags])
 
 def write_senteval(root, pairs=6, seed=0):
     """A tiny folder in the SentEval layout: every file `hpd eval sts` and `hpd distill --sts-dev` read."""
