@@ -115,6 +115,19 @@ def test_cosine_distance_is_the_mean_of_one_minus_cosine_and_ignores_length():
     assert float(both) == pytest.approx(by_hand + float(prefix), rel=1e-5)
 
 
+def check_trained_and_selected_by(config, figure, described):
+    """Trains `config`; its own validation figure must fall by 30% and choose the checkpoint; returns the log."""
+    distill(config)
+    log = read_log(config)
+    evaluations = [r for r in log if figure in r]
+    assert evaluations[-1][figure] < 0.7 * evaluations[0][figure]
+    record = json.loads((Path(config.output) / "distill_config.json").read_text())
+    best = min(evaluations, key=lambda r: r[figure])
+    assert record["best_step"] == best["step"] and record["settings"]["loss"] == config.loss
+    assert described in record["selection"]
+    return log
+
+
 def test_cosine_loss_trains_and_selects_by_validation_cosine(models, tmp_path, capsys, monkeypatch):
     import hpd_toolkit.training.distill as distill_module
 
@@ -124,14 +137,7 @@ def test_cosine_loss_trains_and_selects_by_validation_cosine(models, tmp_path, c
     assert config_for(models, tmp_path, epochs=1, loss="mse").run_dir() == mse.run_dir()  # older runs keep folders
     config = config_for(models, tmp_path, epochs=1, loss="cosine", select="valid-cosine")
     assert config.run_dir() != mse.run_dir()
-    distill(config)
-    log = read_log(config)
-    evaluations = [r for r in log if "valid_cosine_distance" in r]
-    assert evaluations[-1]["valid_cosine_distance"] < 0.7 * evaluations[0]["valid_cosine_distance"]
-    record = json.loads((tmp_path / "out" / "distill_config.json").read_text())
-    best = min(evaluations, key=lambda r: r["valid_cosine_distance"])
-    assert record["best_step"] == best["step"] and record["settings"]["loss"] == "cosine"
-    assert "the lowest validation cosine distance" in record["selection"]
+    check_trained_and_selected_by(config, "valid_cosine_distance", "the lowest validation cosine distance")
     assert not mse_calls  # no training step used the MSE
 
     capsys.readouterr()
@@ -173,15 +179,8 @@ def test_similarity_loss_trains_on_whole_batches_and_selects_by_validation_simil
     config = config_for(models, tmp_path, epochs=1, loss="similarity", select="valid-similarity", micro_batch_size=8,
                         lr=5e-4)
     assert config.micro_batch_size < config.batch_size  # the pairs span micro-batches
-    distill(config)
-    log = read_log(config)
-    evaluations = [r for r in log if "valid_similarity_mse" in r]
-    assert evaluations[-1]["valid_similarity_mse"] < 0.7 * evaluations[0]["valid_similarity_mse"]
-    record = json.loads((tmp_path / "out" / "distill_config.json").read_text())
-    best = min(evaluations, key=lambda r: r["valid_similarity_mse"])
-    assert record["best_step"] == best["step"] and record["settings"]["loss"] == "similarity"
-    assert "the lowest validation similarity MSE" in record["selection"]
-    steps = [r["step"] for r in log if "loss" in r]
+    log = check_trained_and_selected_by(config, "valid_similarity_mse", "the lowest validation similarity MSE")
+    steps, evaluations = [r["step"] for r in log if "loss" in r], [r for r in log if "valid_similarity_mse" in r]
     assert len(batches) >= steps[-1] + len(evaluations) and config.batch_size in batches  # whole batches trained
 
     capsys.readouterr()
