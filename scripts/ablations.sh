@@ -8,9 +8,9 @@
 #     bash scripts/ablations.sh [DATA] [WORK]     # WORK: the work dir (default ../hpd-work/wiki, outside the clone)
 #
 # The first part ran for the table in docs/reproduction.md; MATRYOSHKA=1 adds the runs of the Matryoshka table
-# (all ran); ALL=1 the next ablations, each one change from two-teachers (the teacher
-# set that won); LOSS=1 the cosine and similarity losses against the MSE; SEARCH=1 the start of every 4-layer cut; FIRST=0 leaves the first part out. A finished run is not
-# trained again, only copied to its output.
+# (all ran); ALL=1 the next ablations, each one change from two-teachers (the teacher set that won); LOSS=1 the
+# cosine and similarity losses against the MSE; SEARCH=1 the start of every 4-layer cut; FIRST=0 leaves the first
+# part out. A finished run is not trained again, only copied to its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}

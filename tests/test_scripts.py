@@ -331,8 +331,9 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
         stub.chmod(0o755)
     log = tmp_path / "calls.log"
     result = subprocess.run(["bash", clone / "scripts" / "reproduce.sh", tmp_path / "data", tmp_path / "work" / "wiki"],
-                            capture_output=True, text=True, env={**os.environ, "DRY_RUN_LOG": str(log), "ALL": "1", "MIXED": "1", "LOSS": "1", "SEARCH": "1",
-                                                 "SENTENCE_FINAL": "1"})
+                            capture_output=True, text=True,
+                            env={**os.environ, "DRY_RUN_LOG": str(log), "ALL": "1", "MIXED": "1", "LOSS": "1",
+                                 "SEARCH": "1", "SENTENCE_FINAL": "1"})
     assert result.returncode == 0, result.stderr
     calls = [line.split("\x1f") for line in log.read_text().splitlines()]
 
