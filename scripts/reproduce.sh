@@ -46,6 +46,14 @@ hpd distill --teacher $MPNET --teacher $MINILM --student $MINILM --layers $LAYER
     --unit mixed --work-dir "$(dirname "$WORK")/wiki-mixed" --teacher-dtype bfloat16 --student-dtype bfloat16 \
     --dim 128 --sts-dev "$DATA/senteval" --head-init lstsq --lr "${LR:-1e-4}" --warmup-steps 50 \
     --pca-sentences $SENTENCES --max-sentences $SENTENCES --epochs 2 --eval-steps 67 --output "$FINAL"
+
+# 3b. Continued distillation (rule 10): the final run's student trained two more epochs on the same items and
+#     targets at lr 3e-4, its head fitted again by least squares.
+CONTINUED=$OUT/final-mixed-continued
+hpd distill --teacher $MPNET --teacher $MINILM --student "$FINAL" --corpus "${CORPUS[@]}" \
+    --unit mixed --work-dir "$(dirname "$WORK")/wiki-mixed" --teacher-dtype bfloat16 --student-dtype bfloat16 \
+    --dim 128 --sts-dev "$DATA/senteval" --head-init lstsq --lr 3e-4 --warmup-steps 50 \
+    --pca-sentences $SENTENCES --max-sentences $SENTENCES --epochs 2 --eval-steps 67 --output "$CONTINUED"
 python scripts/plot_training.py "$FINAL" docs/training_curve.png \
     --title "mpnet + MiniLM-L6 -> MiniLM-L4 + 128-d head (HPD, mixed units)"
 
