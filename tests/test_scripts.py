@@ -357,8 +357,8 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
                 args = hpd_cli.build_parser().parse_args(["distill", *argv[argv.index("--") + 1 :], "--layers", "0"])
                 args.run(args)
     # teacher vectors, the ablations (ALL=1: and the next ones; MIXED=1: sentences against mixed units), the final
-    # run on mixed units, and with SENTENCE_FINAL=1 the previous default's final run on sentences
-    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 1 + 1
+    # run on mixed units and its continuation, and with SENTENCE_FINAL=1 the previous default's final run on sentences
+    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 2 + 1
     following = configs[7:15]  # ALL=1 (after MIXED=1's run): each one change from two-teachers, so both teachers
     assert following[0].output.endswith("/two-teachers") and following[-1].output.endswith("/2-epochs")
     assert all(len(c.teacher) == 2 for c in following), [c.output for c in following]
@@ -375,14 +375,19 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     assert (longer.loss, longer.epochs, longer.eval_steps) == ("similarity", mse_longer.epochs, mse_longer.eval_steps)
     search = configs[20]  # SEARCH=1: the starts of the 4-layer cuts, on the recipe of two-teachers
     assert search.output.endswith("/layer-search") and (search.teacher, search.head_init) == (mse.teacher, "lstsq")
-    final, final_sentences = configs[-2:]
+    final, continued, final_sentences = configs[-3:]
     assert final.teacher == ["models/all-mpnet-base-v2", "models/all-MiniLM-L6-v2"] and final.epochs == 2
     assert final.unit == "mixed" and final.output.endswith("final-mixed") and final.layers == [0, 1, 3, 5]
+    # rule 10: the final run's student trained on, on the same items and targets, all its layers, at lr 3e-4
+    assert (continued.student, continued.layers, continued.lr, continued.output.endswith("final-mixed-continued")) == (
+        final.output, None, 3e-4, True)
+    assert [getattr(continued, key) for key in ("teacher", "unit", "work_dir", "max_sentences", "pca_sentences")] == [
+        getattr(final, key) for key in ("teacher", "unit", "work_dir", "max_sentences", "pca_sentences")]
     assert (final_sentences.teacher, final_sentences.epochs, final_sentences.unit) == (final.teacher, 2, "sentence")
     released = [call for call in calls if call[:2] == ["hpd", "release"]][0]
     assert released[2] == final.output  # the default model is the final run on mixed units
     mixed = [c for c in configs if c.unit == "mixed"]  # passages need their own teacher vectors: another work dir
-    assert len(mixed) == 2 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
+    assert len(mixed) == 3 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
     assert scripts == {"scripts/ablation_table.py", "scripts/plot_training.py", "scripts/pca_head_baseline.py",
                        "scripts/layer_search.py",
                        "benchmarks/encode_speed.py", "scripts/reproduction_table.py", "benchmarks/retrieval.py"}
