@@ -1,8 +1,10 @@
 """Plot a distillation run's training curve: valid MSE and STS-B dev Spearman by step.
 
-    python scripts/plot_training.py RUN docs/training_curve.png [--title TEXT]
+    python scripts/plot_training.py RUN [RUN ...] docs/training_curve.png [--title TEXT]
 
-RUN is an `hpd distill` output folder (its distill_config.json names the run) or a train_log.jsonl.
+RUN is an `hpd distill` output folder (its distill_config.json names the run) or a train_log.jsonl. Several RUNs
+are stages of one training, each continuing the one before (`hpd distill --student PREVIOUS-OUTPUT`): they are drawn
+as one curve, each stage's steps after the previous stage's last, with a dotted line where a stage starts.
 """
 
 import argparse
@@ -24,7 +26,19 @@ def read_evaluations(log_path):
     return evaluations
 
 
-def plot(evaluations, output, title=None):
+def chain(stages):
+    """One curve from the evaluations of consecutive stages: (evaluations, the steps where stages 2.. start).
+    A stage's step 0 validates the previous stage's output, so it is drawn at that stage's last step."""
+    chained, joins, offset = [], [], 0
+    for index, evaluations in enumerate(stages):
+        if index:
+            joins.append(offset)
+        chained += [{**r, "step": r["step"] + offset} for r in evaluations]
+        offset = chained[-1]["step"]
+    return chained, joins
+
+
+def plot(evaluations, output, title=None, joins=()):
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no screen
@@ -43,6 +57,8 @@ def plot(evaluations, output, title=None):
         sts_axis.set_ylabel("STS-B dev Spearman x100", color="tab:red")
         best = max(dev, key=lambda point: point[1])
         sts_axis.annotate(f"best {best[1]:.2f} @ {best[0]}", best, textcoords="offset points", xytext=(-60, -20))
+    for step in joins:
+        mse_axis.axvline(step, color="grey", linestyle=":", linewidth=1)
     mse_axis.set_title(title or "HPD distillation")
     mse_axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -52,11 +68,13 @@ def plot(evaluations, output, title=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("log", help="hpd distill output folder, or the train_log.jsonl of a run")
+    parser.add_argument("log", nargs="+", help="hpd distill output folder, or the train_log.jsonl of a run; several: "
+                                               "stages of one training, in order")
     parser.add_argument("output", help="PNG file to write")
     parser.add_argument("--title")
     args = parser.parse_args()
-    print(f"Wrote {plot(read_evaluations(args.log), args.output, args.title)}")
+    evaluations, joins = chain([read_evaluations(log) for log in args.log])
+    print(f"Wrote {plot(evaluations, args.output, args.title, joins)}")
 
 
 if __name__ == "__main__":

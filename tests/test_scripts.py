@@ -149,6 +149,18 @@ def test_plot_training_command(tmp_path):
     out = run_script("scripts/plot_training.py", log, tmp_path / "curve.png")
     assert out.strip() == f"Wrote {tmp_path / 'curve.png'}"
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = run_script("scripts/plot_training.py", log, log, tmp_path / "stages.png")  # a run and its continuation
+    assert out.strip() == f"Wrote {tmp_path / 'stages.png'}" and (tmp_path / "stages.png").stat().st_size > 1000
+
+
+def test_training_curve_of_a_continued_run_is_one_curve():
+    plot_training = load_script("plot_training")
+    first = [{"step": 0, "valid_mse": 3.0}, {"step": 67, "valid_mse": 2.0}, {"step": 100, "valid_mse": 1.5}]
+    second = [{"step": 0, "valid_mse": 1.4}, {"step": 50, "valid_mse": 1.0}]
+    evaluations, joins = plot_training.chain([first, second, second])
+    assert [r["step"] for r in evaluations] == [0, 67, 100, 100, 150, 150, 200]  # a stage starts where the last ended
+    assert [r["valid_mse"] for r in evaluations] == [3.0, 2.0, 1.5, 1.4, 1.0, 1.4, 1.0] and joins == [100, 150]
+    assert plot_training.chain([first]) == (first, [])
 
 
 def test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_target(tmp_path, tokenizer, capsys):
