@@ -75,6 +75,20 @@ def test_full_run_writes_every_artefact(models, tmp_path):
     assert model.encode(["the cat sleeps."]).shape == (1, 8)
 
 
+def test_a_run_trained_on_from_another_keeps_its_record(models, tmp_path):
+    config = config_for(models, tmp_path, epochs=1)
+    first = distill(config)
+    record = json.loads((first / "distill_config.json").read_text())
+    later = config_for(models, tmp_path, student=str(first), output=str(tmp_path / "later"), epochs=1, lr=3e-4,
+                       work_dir=str(tmp_path / "out.work"))
+    output = distill(later)
+    continued = json.loads((output / "distill_config.json").read_text())
+    assert continued["student"] == str(first) and continued["continues"] == record
+    assert continued["settings"]["lr"] == 3e-4 and "continues" not in record
+    # the same targets (work dir, projection) and the trained encoder: the later run does not start afresh
+    assert read_log(later)[0]["valid_mse"] < read_log(config)[0]["valid_mse"]
+
+
 def test_finished_stages_are_skipped(models, tmp_path, monkeypatch):
     config = config_for(models, tmp_path, epochs=1)
     distill(config)

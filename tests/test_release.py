@@ -418,6 +418,16 @@ def test_card_training_rows_name_every_teacher_and_the_selection():
     assert rows["training text"] == "sentences and passages"
     assert rows["checkpoint selected by"].startswith("step 196 of 196: the lowest validation MSE")
 
+    # trained on from that model: each run in turn, the later one with only what it changed
+    later = {**record, "settings": {**record["settings"], "layers": None, "lr": 3e-4}, "student": "/runs/first",
+             "validation": {"valid_mse": 0.001}, "continues": record}
+    rows = training_rows(later)
+    assert rows[: len(training_rows(record))] == [(f"run 1: {name}", value) for name, value in training_rows(record)]
+    assert dict(rows[len(training_rows(record)):]) == {
+        "run 2: student base": "the model of run 1", "run 2: student layers kept": "all",
+        "run 2: optimisation": "AdamW, lr 0.0003, batch 256, 20 warm-up steps, 1 epoch, seed 42",
+        "run 2: valid mse": "0.001"}
+
 
 def test_card_and_model_index_list_each_trained_size(tmp_path, tokenizer, capsys):
     folder = tmp_path / "matryoshka"

@@ -923,6 +923,11 @@ def distill(config):
             return config.run_dir()
 
         if accelerator.is_main_process:
+            from hpd_models import resolve
+
+            # A student that is itself an hpd distill output: its record travels along, so the chain of runs that
+            # made the model stays on record (and on its model card).
+            previous = resolve(config.student) / "distill_config.json"
             record = {
                 "settings": dataclasses.asdict(config),
                 "teacher": config.teacher[0] if len(config.teacher) == 1 else config.teacher,
@@ -945,6 +950,7 @@ def distill(config):
                     "last": "the last step"}[config.select]
                 + (f" at the full {config.dim} dimensions" if config.matryoshka_dims and config.select != "last"
                    else ""),
+                **({"continues": json.loads(previous.read_text())} if previous.is_file() else {}),
             }
             with replace_folder(output, overwrite=config.overwrite,
                                 sources=[work, *config.teacher, config.student]) as staging:

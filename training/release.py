@@ -201,6 +201,24 @@ def results_table(results, repo_id, matryoshka=None):
 
 
 def training_rows(distill_config):
+    """The card's training table. A model trained on from another hpd distill output (`continues`) gets one block
+    per run, oldest first: the first run in full, each later one with only what it changed."""
+    stages = [distill_config]
+    while "continues" in stages[0]:
+        stages.insert(0, stages[0]["continues"])
+    if len(stages) == 1:
+        return run_rows(distill_config)
+    rows, before = [], {}
+    for number, stage in enumerate(stages, 1):
+        current = dict(run_rows(stage))
+        if number > 1:
+            current["student base"] = f"the model of run {number - 1}"
+        rows += [(f"run {number}: {name}", value) for name, value in current.items() if before.get(name) != value]
+        before = current
+    return rows
+
+
+def run_rows(distill_config):
     settings, corpus = distill_config["settings"], distill_config["corpus"]
     teachers, weights = distill_config["teacher"], distill_config.get("teacher_weights")
     several = isinstance(teachers, list)  # L2-normalised, weighted, joined before the projection
