@@ -397,7 +397,7 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
         getattr(final, key) for key in ("teacher", "unit", "work_dir", "max_sentences", "pca_sentences")]
     assert (final_sentences.teacher, final_sentences.epochs, final_sentences.unit) == (final.teacher, 2, "sentence")
     released = [call for call in calls if call[:2] == ["hpd", "release"]][0]
-    assert released[2] == final.output  # the default model is the final run on mixed units
+    assert released[2] == continued.output  # the default model is the final run on mixed units, continued
     mixed = [c for c in configs if c.unit == "mixed"]  # passages need their own teacher vectors: another work dir
     assert len(mixed) == 3 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
     assert scripts == {"scripts/ablation_table.py", "scripts/plot_training.py", "scripts/pca_head_baseline.py",
