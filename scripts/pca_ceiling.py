@@ -61,14 +61,27 @@ def load_projection(work_dir, projection, dim, pca_sentences, teachers, teacher_
     return path, tensors["weight"], tensors["bias"]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_target_flags(parser):
+    """The flags that name an hpd distill target (shared with residual_noise.py)."""
     parser.add_argument("--work-dir", required=True, help="the hpd distill work dir holding the projection")
     parser.add_argument("--teacher", action="append", required=True, help="as given to hpd distill (repeat)")
     parser.add_argument("--teacher-weights", help="as given to hpd distill (several teachers)")
     parser.add_argument("--projection", choices=PROJECTIONS, default="pca")
     parser.add_argument("--projection-dim", type=int, default=128, help="hpd distill's --dim (default %(default)s)")
     parser.add_argument("--pca-sentences", type=int, required=True, help="hpd distill's --pca-sentences")
+
+
+def target_encoder(args):
+    """(projection file, TargetEncoder) of the target named by add_target_flags' flags."""
+    weights = [float(w) for w in args.teacher_weights.split(",")] if args.teacher_weights else None
+    path, weight, bias = load_projection(args.work_dir, args.projection, args.projection_dim, args.pca_sentences,
+                                         args.teacher, weights)
+    return path, TargetEncoder(args.teacher, weights, weight, bias)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_target_flags(parser)
     parser.add_argument("--dim", required=True, help="sizes to score, comma-separated, e.g. 128,64,32")
     parser.add_argument("--data", required=True, help="STS data folder (e.g. ../shared/data/senteval)")
     parser.add_argument("--protocol", choices=("senteval", "mteb"), default="senteval")
@@ -82,11 +95,7 @@ def main(argv=None):
         raise SystemExit(f"--dim {args.dim}: give comma-separated sizes, e.g. 128,64,32.") from None
     if not dims or any(not 1 <= k <= args.projection_dim for k in dims):
         raise SystemExit(f"--dim {args.dim}: each size must be from 1 to --projection-dim {args.projection_dim}.")
-    weights = [float(w) for w in args.teacher_weights.split(",")] if args.teacher_weights else None
-
-    path, weight, bias = load_projection(args.work_dir, args.projection, args.projection_dim, args.pca_sentences,
-                                         args.teacher, weights)
-    encoder = TargetEncoder(args.teacher, weights, weight, bias)
+    path, encoder = target_encoder(args)
     for k in dims:
         encoder.dim = k
         results = evaluate_sts(encoder, args.data, protocol=args.protocol, tasks=args.tasks,

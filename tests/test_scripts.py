@@ -203,6 +203,50 @@ def test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_targe
                       "100", "--dim", "16", "--data", str(data)])
 
 
+def test_residual_noise_scores_the_target_each_student_and_noise_of_its_size(tmp_path, tokenizer, capsys):
+    from safetensors.numpy import save_file
+
+    from hpd_toolkit.eval.sts import spearman_x100
+    from hpd_models import load_encoder
+    from test_matryoshka import sts_pairs, write_stsb
+    from hpd_toolkit.training.distill import projection_path
+
+    teacher = str(save_hpd_folder(tiny_model(seed=1, embedding_dim=24), tokenizer, tmp_path / "teacher"))
+    student = str(save_hpd_folder(tiny_model(seed=5, embedding_dim=8), tokenizer, tmp_path / "student"))
+    pairs = sts_pairs(4)
+    data = write_stsb(tmp_path / "data", "dev", pairs)
+    weight, bias = fit_projection(load_encoder(teacher).encode(SENTENCES * 3 + [a for a, _, _ in pairs]), 8, "pca")
+    work = tmp_path / "work"
+    work.mkdir()
+    save_file({"weight": weight, "bias": bias}, str(projection_path(work, "pca", 8, 100, [teacher])))
+    flags = ["--work-dir", str(work), "--teacher", teacher, "--projection-dim", "8", "--pca-sentences", "100",
+             "--data", str(data), "--trials", "2"]
+
+    load_script("residual_noise").main([*flags, "--student", f"tiny={student}"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in lines if line.startswith("| ")}
+    sentences = list(dict.fromkeys([a for a, _, _ in pairs] + [b for _, b, _ in pairs]))
+    target = load_encoder(teacher).encode(sentences) @ weight.T + bias
+    vectors = load_encoder(student).encode(sentences)
+    by_index = {s: i for i, s in enumerate(sentences)}
+    first, second = ([by_index[p[side]] for p in pairs] for side in (0, 1))
+    gold = [g for _, _, g in pairs]
+    assert float(rows["target (a perfect copy)"][1].strip(" |")) == pytest.approx(
+        spearman_x100(target[first], target[second], gold), abs=0.01)
+    assert float(rows["tiny"][0]) == pytest.approx(np.mean((vectors - target) ** 2), rel=1e-3)
+    assert float(rows["tiny"][1].strip(" |")) == pytest.approx(spearman_x100(vectors[first], vectors[second], gold),
+                                                               abs=0.01)
+    noise = [name for name in rows if name.startswith("target + ")]
+    assert len(noise) == 3 and all(rows[name][0] == rows["tiny"][0] for name in noise)  # each of the student's size
+    assert "STS-B dev: 30 pairs" in lines[0]
+
+    with pytest.raises(SystemExit, match="gives 12-d vectors but the target has 8"):
+        wider = save_hpd_folder(tiny_model(seed=6, embedding_dim=12), tokenizer, tmp_path / "wider")
+        load_script("residual_noise").main([*flags, "--student", f"wider={wider}"])
+    with pytest.raises(SystemExit, match="--student takes NAME=MODEL"):
+        load_script("residual_noise").main([*flags, "--student", student])
+
+
 # --- the demo ------------------------------------------------------------------------------------
 
 def tiny_sentence(rng, low=3, high=9):
@@ -425,6 +469,8 @@ SMOKE_TESTS = {  # file -> its test(s); "in process": the test calls main(), so 
                                 "in process"],
     "scripts/pca_ceiling.py": [
         "test_scripts.py::test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_target", "in process"],
+    "scripts/residual_noise.py": [
+        "test_scripts.py::test_residual_noise_scores_the_target_each_student_and_noise_of_its_size", "in process"],
     "scripts/pca_head_baseline.py": ["test_scripts.py::test_pca_head_baseline_is_the_cuts_own_uncentred_pca",
                                      "in process"],
     "scripts/plot_training.py": ["test_scripts.py::test_plot_training_command"],
