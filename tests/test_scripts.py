@@ -247,6 +247,35 @@ def test_residual_noise_scores_the_target_each_student_and_noise_of_its_size(tmp
         load_script("residual_noise").main([*flags, "--student", student])
 
 
+def test_average_weights_writes_the_mean_of_every_tensor(tmp_path, tokenizer, capsys):
+    import torch
+
+    average_weights = load_script("average_weights")
+    first = save_hpd_folder(tiny_model(seed=1, embedding_dim=8), tokenizer, tmp_path / "first")
+    second = save_hpd_folder(tiny_model(seed=2, embedding_dim=8), tokenizer, tmp_path / "second")
+    average_weights.main([str(first), str(second), "--output", str(tmp_path / "mean")])
+
+    weights = [HPDModel.from_pretrained(folder).state_dict() for folder in (first, second, tmp_path / "mean")]
+    assert weights[0].keys() == weights[2].keys()
+    for name, tensor in weights[2].items():
+        torch.testing.assert_close(tensor, (weights[0][name] + weights[1][name]) / 2)
+    record = json.loads((tmp_path / "mean" / "averaged_from.json").read_text())
+    assert [source["model"] for source in record["mean_of"]] == [str(first), str(second)]
+    assert len({source["weights_sha256"] for source in record["mean_of"]}) == 2
+    assert "Mean of 2 models written to" in capsys.readouterr().out
+
+    wider = save_hpd_folder(tiny_model(seed=3, embedding_dim=12), tokenizer, tmp_path / "wider")
+    with pytest.raises(SystemExit, match="differ in embedding_dim: only models of one architecture"):
+        average_weights.main([str(first), str(wider), "--output", str(tmp_path / "bad")])
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("a user's file")
+    with pytest.raises(ValueError, match="not empty and was not written by hpd"):
+        average_weights.main([str(first), str(second), "--output", str(tmp_path / "theirs")])
+    assert (tmp_path / "theirs" / "notes.txt").read_text() == "a user's file"
+    with pytest.raises(SystemExit, match="give two or more"):
+        average_weights.main([str(first), "--output", str(tmp_path / "one")])
+
+
 # --- the demo ------------------------------------------------------------------------------------
 
 def tiny_sentence(rng, low=3, high=9):
@@ -464,6 +493,8 @@ SMOKE_TESTS = {  # file -> its test(s); "in process": the test calls main(), so 
                                   "in process"],
     "scripts/ablations.sh": ["test_scripts.py::test_reproduce_and_ablations_call_only_commands_and_flags_that_exist"],
     "scripts/demo.py": ["test_scripts.py::test_demo_runs_the_whole_pipeline"],
+    "scripts/average_weights.py": ["test_scripts.py::test_average_weights_writes_the_mean_of_every_tensor",
+                                   "in process"],
     "scripts/install_mpnet.py": ["test_install_mpnet.py::test_the_command_installs_from_downloaded_wheels"],
     "scripts/layer_search.py": ["test_scripts.py::test_layer_search_scores_each_cuts_start_and_ranks_them",
                                 "in process"],
