@@ -75,9 +75,10 @@ def main(argv=None):
             raise SystemExit(f"{model} gives {student.shape[1]}-d vectors but the target has {target.shape[1]}: "
                              "give a student distilled on this target (its --dim and projection).")
         residual = student - target
-        print(f"| {name} | {np.mean(residual ** 2):.3e} | {score(student):.2f} |")
+        mse = np.mean(residual ** 2)
+        print(f"| {name} | {mse:.3e} | {score(student):.2f} |")
         for kind, mean, std in noise_rows(target, residual, score, args.trials, rng):
-            print(f"| target + {kind} of {name} | {np.mean(residual ** 2):.3e} | {mean:.2f} ± {std:.2f} |")
+            print(f"| target + {kind} of {name} | {mse:.3e} | {mean:.2f} ± {std:.2f} |")
 
 
 if __name__ == "__main__":
