@@ -102,7 +102,7 @@ def main(argv=None):
     print("|---|---|---|---|---|")
     for length in lengths:
         student = load_encoder(args.student, max_seq_length=length)
-        tokens = [len(ids) for ids in student.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        tokens = [len(ids) for ids in student.tokenizer(texts, verbose=False)["input_ids"]]
         vectors = student.encode(texts, convert_to_numpy=True, show_progress_bar=False)
         if vectors.shape != target.shape:
             raise SystemExit(f"{args.student} gives {vectors.shape[1]}-d vectors but the target has "
