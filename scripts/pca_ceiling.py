@@ -1,9 +1,9 @@
-"""The STS ceiling of an `hpd distill` target: a perfect copy of it, i.e. the teachers' (joined) vectors through the
-work dir's projection, cut to their first k coordinates.
+"""The STS (and search) ceiling of an `hpd distill` target: a perfect copy of it, i.e. the teachers' (joined) vectors
+through the work dir's projection, cut to their first k coordinates.
 
     python scripts/pca_ceiling.py --work-dir WORK --teacher T [--teacher T2 ...] [--teacher-weights 1,1] \
-        [--projection pca] [--projection-dim 128] --pca-sentences N --dim 128,64,32 --data DATA/senteval \
-        [--output docs/results/ceiling]
+        [--projection pca] [--projection-dim 128] --pca-sentences N [--teacher-dtype bfloat16] --dim 128,64,32 \
+        [--data DATA/senteval] [--output docs/results/ceiling] [--beir DATA/retrieval/scifact]
 
 The projection is the one `hpd distill` fitted in WORK for the same --teacher (spelled as in that command),
 --teacher-weights, --projection, --dim (here --projection-dim) and --pca-sentences. PCA coordinates come in order
@@ -11,6 +11,8 @@ of variance, so the first k of a 128-d projection are the k-d projection: the ta
 k-d prefix (--dim k, one projection) and, up to the PCA solver's precision, of a run trained at k alone
 (--projection-dim k). Each distinct STS sentence is encoded once by each teacher (float32), whatever the number of
 sizes; with --output, each size's results go to OUTPUT-d<k>.json in `hpd eval sts --output`'s format.
+With --beir, the target is also scored on a BEIR folder's test queries as `hpd eval retrieval` scores a model
+(documents as "title text", exact cosine search, nDCG@10 and Recall@100 x 100), each document encoded once.
 """
 
 import argparse
@@ -21,17 +23,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hpd_toolkit.eval.retrieval import RECALL_AT, document_texts, load_beir, normalize, retrieval_scores  # noqa: E402
 from hpd_toolkit.eval.sts import TASKS, evaluate_sts, format_table, write_results  # noqa: E402
-from hpd_models import load_encoder
+from hpd_models import encode_by_length, load_encoder  # noqa: E402
 from hpd_toolkit.training.distill import PROJECTIONS, check_projection, join_teachers, projection_path  # noqa: E402
 
 
 class TargetEncoder:
     """Encodes sentences as the distillation target: teachers -> joined -> W t + b -> first `dim` coordinates."""
 
-    def __init__(self, teachers, teacher_weights, weight, bias):
+    def __init__(self, teachers, teacher_weights, weight, bias, teacher_dtype="float32"):
         self.teachers = [load_encoder(teacher) for teacher in teachers]
         self.teacher_weights, self.weight, self.bias = teacher_weights, weight, bias
+        self.teacher_dtype = teacher_dtype
         self.dim = len(weight)
         self._projected = {}  # sentence -> its whole projected vector, so each size reuses the teachers' work
 
@@ -41,9 +45,13 @@ class TargetEncoder:
     def encode(self, sentences, batch_size=64, **kwargs):
         missing = [s for s in dict.fromkeys(sentences) if s not in self._projected]
         if missing:
-            joined = join_teachers([teacher.encode(missing, batch_size=batch_size, convert_to_numpy=True,
-                                                   show_progress_bar=False) for teacher in self.teachers],
-                                   self.teacher_weights)
+            import torch
+
+            # as hpd distill's --teacher-dtype encodes the targets
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.teacher_dtype == "bfloat16"):
+                vectors = [encode_by_length(teacher, missing, batch_size, show_progress_bar=len(missing) >= 1000)
+                           for teacher in self.teachers]
+            joined = join_teachers(vectors, self.teacher_weights)
             self._projected.update(zip(missing, joined @ self.weight.T + self.bias))
         return np.stack([self._projected[s][: self.dim] for s in sentences]).astype(np.float32)
 
@@ -69,6 +77,8 @@ def add_target_flags(parser):
     parser.add_argument("--projection", choices=PROJECTIONS, default="pca")
     parser.add_argument("--projection-dim", type=int, default=128, help="hpd distill's --dim (default %(default)s)")
     parser.add_argument("--pca-sentences", type=int, required=True, help="hpd distill's --pca-sentences")
+    parser.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="teacher compute precision, as hpd distill's (default %(default)s)")
 
 
 def target_encoder(args):
@@ -76,35 +86,61 @@ def target_encoder(args):
     weights = [float(w) for w in args.teacher_weights.split(",")] if args.teacher_weights else None
     path, weight, bias = load_projection(args.work_dir, args.projection, args.projection_dim, args.pca_sentences,
                                          args.teacher, weights)
-    return path, TargetEncoder(args.teacher, weights, weight, bias)
+    return path, TargetEncoder(args.teacher, weights, weight, bias, args.teacher_dtype)
+
+
+def retrieval_ceiling(encoder, data, dims, batch_size=64):
+    """{k: {"ndcg_at_10", "recall_at_100"} x 100} of the target's first k coordinates on BEIR `data`."""
+    encoder.dim = len(encoder.weight)
+    documents = encoder.encode(document_texts(data), batch_size)
+    queries = encoder.encode(data.queries, batch_size)
+    results = {}
+    for k in dims:
+        similarity = normalize(queries[:, :k]) @ normalize(documents[:, :k]).T
+        top = np.argsort(-similarity, axis=1, kind="stable")[:, :RECALL_AT]
+        run = {query: {data.doc_ids[i]: float(similarity[row, i]) for i in top[row]}
+               for row, query in enumerate(data.query_ids)}
+        results[k] = {name: 100 * value for name, value in retrieval_scores(run, data.qrels).items()}
+    return results
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_target_flags(parser)
     parser.add_argument("--dim", required=True, help="sizes to score, comma-separated, e.g. 128,64,32")
-    parser.add_argument("--data", required=True, help="STS data folder (e.g. ../shared/data/senteval)")
+    parser.add_argument("--data", help="STS data folder (e.g. ../shared/data/senteval)")
     parser.add_argument("--protocol", choices=("senteval", "mteb"), default="senteval")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--output", help="write OUTPUT-d<k>.json for each size")
+    parser.add_argument("--output", help="write OUTPUT-d<k>.json for each size (STS)")
+    parser.add_argument("--beir", help="also score a BEIR retrieval folder (e.g. ../shared/data/retrieval/scifact)")
     args = parser.parse_args(argv)
+    if not args.data and not args.beir:
+        raise SystemExit("give --data (STS) or --beir (retrieval), or both.")
     try:
         dims = [int(x) for x in args.dim.split(",") if x.strip()]
     except ValueError:
         raise SystemExit(f"--dim {args.dim}: give comma-separated sizes, e.g. 128,64,32.") from None
     if not dims or any(not 1 <= k <= args.projection_dim for k in dims):
         raise SystemExit(f"--dim {args.dim}: each size must be from 1 to --projection-dim {args.projection_dim}.")
+    beir = load_beir(args.beir) if args.beir else None  # read and checked before the teachers cost anything
     path, encoder = target_encoder(args)
-    for k in dims:
+    name = f"{path.name} ({' + '.join(Path(t).name for t in args.teacher)})"
+    for k in dims if args.data else ():
         encoder.dim = k
         results = evaluate_sts(encoder, args.data, protocol=args.protocol, tasks=args.tasks,
                                batch_size=args.batch_size, show_progress_bar=False)
-        results["model"] = f"PCA ceiling: first {k} of {path.name} ({' + '.join(Path(t).name for t in args.teacher)})"
+        results["model"] = f"PCA ceiling: first {k} of {name}"
         print(format_table(results))
         if args.output:
             write_results(results, f"{args.output}-d{k}.json")
             print(f"Wrote {args.output}-d{k}.json")
+    if beir is not None:
+        print(f"Retrieval ceiling of {name} on {args.beir} ({len(beir.query_ids)} queries, {len(beir.doc_ids)} "
+              "documents, exact cosine)")
+        print("| size | nDCG@10 | Recall@100 |\n|---|---|---|")
+        for k, scores in retrieval_ceiling(encoder, beir, dims, args.batch_size).items():
+            print(f"| {k} | {scores['ndcg_at_10']:.2f} | {scores['recall_at_100']:.2f} |")
 
 
 if __name__ == "__main__":

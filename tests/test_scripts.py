@@ -195,6 +195,32 @@ def test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_targe
         assert results["embedding_dim"] == k and f"first {k} of projection-pca-d8-n100-mix" in results["model"]
     assert "ceiling-d3.json" in capsys.readouterr().out
 
+    # --beir alone: the target scored as a retriever, against a flat faiss search over the same vectors by hand
+    faiss = pytest.importorskip("faiss", reason="faiss-cpu is not installed: pip install -e '.[retrieval]'")
+    from test_eval_retrieval import write_beir
+    from hpd_toolkit.eval.retrieval import document_texts, load_beir, normalize, retrieval_scores
+
+    beir = load_beir(write_beir(tmp_path / "beir"))
+    ceiling.main(["--work-dir", str(work), *[a for t in teachers for a in ("--teacher", t)], "--teacher-weights",
+                  "1,0.5", "--projection-dim", "8", "--pca-sentences", "100", "--dim", "8,3", "--beir",
+                  str(tmp_path / "beir")])
+    printed = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in capsys.readouterr().out.splitlines()
+               if line.startswith("| 8 ") or line.startswith("| 3 ")}
+    target = lambda texts: join_teachers([e.encode(texts) for e in encoders], [1.0, 0.5]) @ weight.T + bias  # noqa
+    documents, queries = target(document_texts(beir)), target(beir.queries)
+    for k in (8, 3):
+        index = faiss.IndexFlatIP(k)
+        index.add(normalize(documents[:, :k]))
+        scores, ids = index.search(normalize(queries[:, :k]), 100)
+        run = {q: {beir.doc_ids[i]: float(s) for s, i in zip(row_s, row_i) if i >= 0}
+               for q, row_s, row_i in zip(beir.query_ids, scores, ids)}
+        by_hand = retrieval_scores(run, beir.qrels)
+        assert float(printed[str(k)][0]) == pytest.approx(100 * by_hand["ndcg_at_10"], abs=0.01)
+        assert float(printed[str(k)][1].strip(" |")) == pytest.approx(100 * by_hand["recall_at_100"], abs=0.01)
+    with pytest.raises(SystemExit, match="give --data .STS. or --beir .retrieval., or both"):
+        ceiling.main(["--work-dir", str(work), "--teacher", teachers[0], "--projection-dim", "8", "--pca-sentences",
+                      "100", "--dim", "8"])
+
     with pytest.raises(SystemExit, match="projection-pca-d8-n200.* is not in .*run hpd distill with these settings"):
         ceiling.main(["--work-dir", str(work), "--teacher", teachers[0], "--projection-dim", "8", "--pca-sentences",
                       "200", "--dim", "8", "--data", str(data)])
