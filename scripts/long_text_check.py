@@ -86,7 +86,8 @@ def main(argv=None):
     except ValueError:
         raise SystemExit(f"--lengths {args.lengths}: give comma-separated token counts, e.g. 256,384.") from None
     if not lengths or args.texts < 3 or not 0 < args.min_words <= args.max_words:
-        raise SystemExit("give --lengths, --texts of at least 3 (pairs to correlate) and 0 < --min-words <= --max-words.")
+        raise SystemExit("give --lengths, --texts of at least 3 (pairs to correlate) and "
+                         "0 < --min-words <= --max-words.")
     if not Path(args.corpus).is_dir():
         raise SystemExit(f"--corpus {args.corpus}: no such folder; give a WikiExtractor corpus folder.")
 

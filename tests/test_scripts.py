@@ -310,7 +310,8 @@ def test_long_text_check_scores_the_student_at_each_length_against_the_target(tm
 
     paragraph = "The cat sleeps on the mat. A man plays the guitar. The dog runs on the mat."  # 17 words
     articles = [("Short", [paragraph]), ("Long one", [paragraph] * 3), ("Long two", [paragraph] * 4),
-                ("Long three", ["A woman plays the guitar. The man sleeps. The dog is on the mat. A cat runs.", paragraph])]
+                ("Long three", ["A woman plays the guitar. The man sleeps. The dog is on the mat. A cat runs.",
+                                paragraph])]
     wiki = tmp_path / "wiki" / "text" / "AA"
     wiki.mkdir(parents=True)
     (wiki / "wiki_00").write_text("".join(f'<doc id="{i}" title="{title}">\n{title}\n\nHeading.\n'
