@@ -10,14 +10,13 @@ whether it does is measured, not assumed (docs/reproduction.md, rule 11).
 """
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpd_inference import hash_file  # noqa: E402
+from hpd_inference import weights_sha256  # noqa: E402
 from hpd_models import load_hpd, model_format, resolve, save_hpd_folder  # noqa: E402
 from hpd_toolkit.training.output_dir import replace_folder, write_atomic  # noqa: E402
 
@@ -54,20 +53,18 @@ def main(argv=None):
                              "(convert it first with `hpd convert`).")
     loaded = [load_hpd(folder) for folder in folders]
     models = [model for model, _ in loaded]
+    first = architecture(models[0])
     for name, model in zip(args.models[1:], models[1:]):
-        if architecture(model) != architecture(models[0]):
-            differ = sorted(key for key in architecture(model).keys() | architecture(models[0]).keys()
-                            if architecture(model).get(key) != architecture(models[0]).get(key))
+        other = architecture(model)
+        if other != first:
+            differ = sorted(key for key in other.keys() | first.keys() if other.get(key) != first.get(key))
             raise SystemExit(f"{name} and {args.models[0]} differ in {', '.join(differ)}: only models of one "
                              "architecture can be averaged.")
 
     soup, tokenizer = models[0], loaded[0][1]
     soup.load_state_dict(average(models))
-    sources = []
-    for name, folder in zip(args.models, folders):
-        digest = hashlib.sha256()
-        hash_file(digest, folder / "model.safetensors")
-        sources.append({"model": str(name), "weights_sha256": digest.hexdigest()})
+    sources = [{"model": str(name), "weights_sha256": weights_sha256(folder)}
+               for name, folder in zip(args.models, folders)]
     with replace_folder(args.output, overwrite=args.overwrite, sources=folders) as staging:
         save_hpd_folder(soup.float(), tokenizer, staging)
         write_atomic(staging / "averaged_from.json", json.dumps({"mean_of": sources}, indent=2) + "\n")

@@ -16,7 +16,6 @@ here measures, the maximum length a model reads documents at.
 """
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pca_ceiling import add_target_flags, target_encoder  # noqa: E402
 from hpd_models import load_encoder  # noqa: E402
+from hpd_toolkit.eval.retrieval import normalize  # noqa: E402
 from hpd_toolkit.training.corpus import SENTENCE_END, corpus_files  # noqa: E402
 
 MIN_PARAGRAPH_WORDS = 12  # shorter lines are titles and section headings
@@ -64,8 +64,7 @@ def cut_at_sentence(text, max_words):
 
 def fidelity(student, target):
     """(MSE, mean cosine, correlation of the pairwise cosines) of `student` vectors against `target` ones."""
-    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
-    s, t = unit(student), unit(target)
+    s, t = normalize(student), normalize(target)
     upper = np.triu_indices(len(s), 1)
     pairwise = np.corrcoef((s @ s.T)[upper], (t @ t.T)[upper])[0, 1]
     return float(np.mean((student - target) ** 2)), float(np.mean(np.sum(s * t, axis=1))), float(pairwise)
