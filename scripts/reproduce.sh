@@ -6,8 +6,8 @@
 #
 # Teachers all-mpnet-base-v2 and all-MiniLM-L6-v2 (joined) -> layers 0,1,3,5 of all-MiniLM-L6-v2 with a 128-d HPD
 # head, on the first 85,112 of 701,037 shuffled Wikipedia and SentEval-transfer items (sentences and passages),
-# 2 epochs at lr 1e-4, then 2 more at 3e-4. On 2 CPU cores: ~30 min of mpnet vectors per work dir (sentences for the
-# ablations, mixed units for the final run), a few minutes of MiniLM vectors, ~1 h of ablations, ~2 h of training,
+# 2 epochs at lr 1e-4 (the default model: all-MiniLM-L6-v2 weighted 1.5 in the joint target; rule 14). On 2 CPU cores: ~30 min of mpnet vectors per work dir (sentences for the
+# ablations, mixed units for the final run), a few minutes of MiniLM vectors, ~1 h of ablations, ~3 h of training,
 # ~20 min of evaluation. Every
 # step resumes where a stopped run left off (a killed run loses at most one teacher chunk or one evaluation
 # interval), so the script can simply be run again. The work dir and the runs live outside the clone
@@ -49,27 +49,35 @@ hpd distill --teacher $MPNET --teacher $MINILM --student $MINILM --layers $LAYER
     --pca-sentences $SENTENCES --max-sentences $SENTENCES --epochs 2 --eval-steps 67 --output "$FINAL"
 
 # 3b. Continued distillation (rule 10): the final run's student trained two more epochs on the same items and
-#     targets at lr 3e-4, its head fitted again by least squares. It passed rule 10 and is the default model.
+#     targets at lr 3e-4, its head fitted again by least squares. It passed rule 10 and was the default model until 3c.
 CONTINUED=$OUT/final-mixed-continued
 hpd distill --teacher $MPNET --teacher $MINILM --student "$FINAL" --corpus "${CORPUS[@]}" \
     --unit mixed --work-dir "$(dirname "$WORK")/wiki-mixed" --teacher-dtype bfloat16 --student-dtype bfloat16 \
     --dim 128 --sts-dev "$DATA/senteval" --head-init lstsq --lr 3e-4 --warmup-steps 50 \
     --pca-sentences $SENTENCES --max-sentences $SENTENCES --epochs 2 --eval-steps 67 --output "$CONTINUED"
-python scripts/plot_training.py "$FINAL" "$CONTINUED" docs/training_curve.png \
-    --title "mpnet + MiniLM-L6 -> MiniLM-L4 + 128-d head (HPD, mixed units, continued)"
+
+# 3c. The teachers' weights (rule 14): all-MiniLM-L6-v2's vectors at weight 1.5 in the joint target (the start that won
+#     `WEIGHTS=1 bash scripts/ablations.sh`), step 3's recipe from that start. It passed rule 14: the default model.
+DEFAULT=$OUT/final-mixed-weights
+hpd distill --teacher $MPNET --teacher $MINILM --teacher-weights 1,1.5 --student $MINILM --layers $LAYERS \
+    --corpus "${CORPUS[@]}" --unit mixed --work-dir "$(dirname "$WORK")/wiki-mixed" --teacher-dtype bfloat16 \
+    --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval" --head-init lstsq --lr 1e-4 --warmup-steps 50 \
+    --pca-sentences $SENTENCES --max-sentences $SENTENCES --epochs 2 --eval-steps 67 --output "$DEFAULT"
+python scripts/plot_training.py "$DEFAULT" docs/training_curve.png \
+    --title "mpnet + 1.5 x MiniLM-L6 -> MiniLM-L4 + 128-d head (HPD, mixed units, rule 14)"
 
 # 4. The student's starting point: the same 4-layer cut, no training, its own uncentred PCA-128 head.
 python scripts/pca_head_baseline.py --base $MINILM --layers $LAYERS --dim 128 \
     --sentences "$WORK/sentences/train.txt" --max-sentences 20000 --output "$OUT/MiniLM-L4-PCA128"
 
 # 5. The default model: float16 weights, evaluated as shipped, then released with its own results.
-hpd release "$CONTINUED" --out "$OUT/release-fp16" --repo-id hpd-toolkit/$NAME --weights-dtype float16 --overwrite
+hpd release "$DEFAULT" --out "$OUT/release-fp16" --repo-id hpd-toolkit/$NAME --weights-dtype float16 --overwrite
 hpd eval sts --model "$OUT/release-fp16" --data "$DATA/senteval" --output "$RESULTS/$NAME.json"
 hpd release "$OUT/release-fp16" --out releases/$NAME --repo-id hpd-toolkit/$NAME --weights-dtype float16 \
     --results "$RESULTS/$NAME.json" --base-model sentence-transformers/all-MiniLM-L6-v2 --overwrite
 
 # 6. The table's rows (SentEval protocol), the float32 student for the float16 check.
-hpd eval sts --model "$CONTINUED" --data "$DATA/senteval" --output "$RESULTS/student-float32.json"
+hpd eval sts --model "$DEFAULT" --data "$DATA/senteval" --output "$RESULTS/student-float32.json"
 [ -f "$RESULTS/all-mpnet-base-v2.json" ] || hpd eval sts --model $MPNET --data "$DATA/senteval" --output "$RESULTS/all-mpnet-base-v2.json"
 [ -f "$RESULTS/all-MiniLM-L6-v2.json" ] || hpd eval sts --model $MINILM --data "$DATA/senteval" --output "$RESULTS/all-MiniLM-L6-v2.json"
 hpd eval sts --model "$OUT/MiniLM-L4-PCA128" --data "$DATA/senteval" --output "$RESULTS/MiniLM-L4-PCA128.json"

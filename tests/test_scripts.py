@@ -385,7 +385,8 @@ def test_start_search_scores_each_start_and_ranks_them(tmp_path, tokenizer, caps
     search.main(["--cuts", "0,2", "--teacher-weights", "1,1", "1,3", "--json", str(tmp_path / "weights.json"), "--",
                  *two])
     starts = json.loads((tmp_path / "weights.json").read_text())["starts"]
-    assert sorted(row["teacher_weights"] for row in starts) == ["1,1", "1,3"] and {r["layers"] for r in starts} == {"0,2"}
+    assert sorted(row["teacher_weights"] for row in starts) == ["1,1", "1,3"]
+    assert {row["layers"] for row in starts} == {"0,2"}
     assert starts[0]["stsb_dev_spearman"] >= starts[1]["stsb_dev_spearman"]
     assert starts[0]["run_dir"] != starts[1]["run_dir"] and starts[0]["valid_mse"] != starts[1]["valid_mse"]
     assert len(list((tmp_path / "work").glob("projection-*.safetensors"))) == 2
@@ -534,9 +535,10 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
                 args = hpd_cli.build_parser().parse_args(["distill", *argv[argv.index("--") + 1 :]])
                 args.run(args)
     # teacher vectors, the ablations (ALL=1: and the next ones; MIXED=1: sentences against mixed units), the final
-    # run on mixed units and its continuation, and with SENTENCE_FINAL=1 the previous default's final run on sentences
+    # run on mixed units, its continuation and the weighted run (rule 14), and with SENTENCE_FINAL=1 a final run on
+    # sentences
     # (WEIGHTS=1: rule 14's search of the teachers' weights, and with TRAIN_WEIGHTS the weighting it chose)
-    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 2 + 1 + 2
+    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 2 + 1 + 2 + 1
     following = configs[7:15]  # ALL=1 (after MIXED=1's run): each one change from two-teachers, so both teachers
     assert following[0].output.endswith("/two-teachers") and following[-1].output.endswith("/2-epochs")
     assert all(len(c.teacher) == 2 for c in following), [c.output for c in following]
@@ -554,7 +556,7 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     search = configs[20]  # SEARCH=1: the starts of the 4-layer cuts, on the recipe of two-teachers
     assert search.output.endswith("/layer-search") and (search.teacher, search.head_init) == (mse.teacher, "lstsq")
     weights, weighted = configs[21:23]  # WEIGHTS=1 (rule 14): the default's first run at each weighting, one trained
-    final, continued, final_sentences = configs[-3:]
+    final, continued, default, final_sentences = configs[-4:]
     recipe = ("teacher", "student", "layers", "unit", "work_dir", "max_sentences", "pca_sentences", "epochs", "lr",
               "warmup_steps", "eval_steps", "head_init", "dim", "teacher_dtype", "student_dtype", "select")
     assert [getattr(weights, key) for key in recipe] == [getattr(final, key) for key in recipe]
@@ -569,10 +571,13 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     assert [getattr(continued, key) for key in ("teacher", "unit", "work_dir", "max_sentences", "pca_sentences")] == [
         getattr(final, key) for key in ("teacher", "unit", "work_dir", "max_sentences", "pca_sentences")]
     assert (final_sentences.teacher, final_sentences.epochs, final_sentences.unit) == (final.teacher, 2, "sentence")
+    # rule 14: the default model is step 3's recipe on the joint target with all-MiniLM-L6-v2 weighted 1.5
+    assert [getattr(default, key) for key in recipe] == [getattr(final, key) for key in recipe]
+    assert (default.teacher_weights, default.output.endswith("/final-mixed-weights")) == ([1.0, 1.5], True)
     released = [call for call in calls if call[:2] == ["hpd", "release"]][0]
-    assert released[2] == continued.output  # the default model is the final run on mixed units, continued
+    assert released[2] == default.output
     mixed = [c for c in configs if c.unit == "mixed"]  # passages need their own teacher vectors: another work dir
-    assert len(mixed) == 5 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
+    assert len(mixed) == 6 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
     assert scripts == {"scripts/ablation_table.py", "scripts/plot_training.py", "scripts/pca_head_baseline.py",
                        "scripts/start_search.py",
                        "benchmarks/encode_speed.py", "scripts/reproduction_table.py", "benchmarks/retrieval.py"}
