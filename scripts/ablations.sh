@@ -10,7 +10,8 @@
 # The first part ran for the table in docs/reproduction.md; MATRYOSHKA=1 adds the runs of the Matryoshka table
 # (all ran); ALL=1 the next ablations, each one change from two-teachers (the teacher set that won); LOSS=1 the
 # cosine and similarity losses against the MSE; SEARCH=1 the start of every 4-layer cut; WEIGHTS=1 the start of the
-# default's first run at each weighting of its two teachers; FIRST=0 leaves the first part out. A finished run is not trained again, only copied to its output.
+# default's first run at each weighting of its two teachers (with TRAIN_WEIGHTS=W, that weighting trained on);
+# FIRST=0 leaves the first part out. A finished run is not trained again, only copied to its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
