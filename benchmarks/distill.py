@@ -54,7 +54,7 @@ def stage_run(model, corpus, size, pca_sentences, valid_sentences, work):
     start = time.perf_counter()
     vectors = teacher_stage(config, Path(work), valid + train, used, accelerator)
     seconds = time.perf_counter() - start
-    projection_stage(config, vectors, len(valid), accelerator)
+    projection_stage(config, vectors, len(valid), accelerator, train)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"sentences": used, "teacher_seconds": seconds, "peak_rss_mb": peak_mb}))
 

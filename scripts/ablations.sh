@@ -11,7 +11,8 @@
 # (all ran); ALL=1 the next ablations, each one change from two-teachers (the teacher set that won); LOSS=1 the
 # cosine and similarity losses against the MSE; SEARCH=1 the start of every 4-layer cut; WEIGHTS=1 the start of the
 # default's first run at each weighting of its two teachers (with TRAIN_WEIGHTS=W, that weighting trained on);
-# FIRST=0 leaves the first part out. A finished run is not trained again, only copied to its output.
+# PASSAGE_PCA=1 the default's start with its PCA fitted on passages, and what that projection keeps of held-out
+# passages (with TRAIN_PASSAGE_PCA=1, that target trained on); FIRST=0 leaves the first part out. A finished run is not trained again, only copied to its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
@@ -105,15 +106,32 @@ if [ "${SEARCH:-0}" = 1 ]; then  # rule 9: the start of every 4-layer cut, two t
         --output "$OUT/layer-search"
 fi
 
-if [ "${WEIGHTS:-0}" = 1 ]; then  # rule 14: the default's first run (scripts/reproduce.sh step 3) at each weighting
+# the default's first run (scripts/reproduce.sh step 3), without its weights: rules 14 and 15 change one thing in it
+WEIGHTED=(--teacher $MPNET --teacher $MINILM --student $MINILM --layers 0,1,3,5 --unit mixed
+    --corpus "$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer" --work-dir "$(dirname "$WORK")/wiki-mixed"
+    --teacher-dtype bfloat16 --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval" --head-init lstsq
+    --lr 1e-4 --warmup-steps 50 --pca-sentences 85112 --max-sentences 85112 --epochs 2 --eval-steps 67)
+
+if [ "${WEIGHTS:-0}" = 1 ]; then  # rule 14: the default's first run at each weighting of its teachers
     mkdir -p "$OUT/results"
-    WEIGHTED=(--teacher $MPNET --teacher $MINILM --student $MINILM --layers 0,1,3,5 --unit mixed
-        --corpus "$DATA/corpus/enwiki_wikitasks" "$DATA/corpus/senteval_transfer" --work-dir "$(dirname "$WORK")/wiki-mixed"
-        --teacher-dtype bfloat16 --student-dtype bfloat16 --dim 128 --sts-dev "$DATA/senteval" --head-init lstsq
-        --lr 1e-4 --warmup-steps 50 --pca-sentences 85112 --max-sentences 85112 --epochs 2 --eval-steps 67)
     python scripts/start_search.py --teacher-weights 1,0.5 1,0.75 1,1 1,1.5 1,2 \
         --json "$OUT/results/weight-search.json" -- "${WEIGHTED[@]}" --output "$OUT/weight-search"
     if [ -n "${TRAIN_WEIGHTS:-}" ]; then  # the weighting rule 14 chose, trained on from its start
         hpd distill "${WEIGHTED[@]}" --teacher-weights "$TRAIN_WEIGHTS" --output "$OUT/final-mixed-weights"
+    fi
+fi
+
+if [ "${PASSAGE_PCA:-0}" = 1 ]; then  # rule 15: the default's target with its PCA fitted on passages (>= 65 words)
+    mkdir -p "$OUT/results"
+    for min_words in "" 65; do  # the default's own start, validated again beside it, then the passage-fitted one
+        hpd distill "${WEIGHTED[@]}" --teacher-weights 1,1.5 ${min_words:+--pca-min-words $min_words} --stop-after start \
+            --output "$OUT/passage-pca-start"
+        # guide (a): what each projection keeps of the held-out passages' pairwise cosines
+        python scripts/pca_ceiling.py --work-dir "$(dirname "$WORK")/wiki-mixed" --teacher $MPNET --teacher $MINILM \
+            --teacher-weights 1,1.5 --pca-sentences 85112 ${min_words:+--pca-min-words $min_words} \
+            --teacher-dtype bfloat16 --dim 128,64 --held-out-min-words 65
+    done
+    if [ "${TRAIN_PASSAGE_PCA:-0}" = 1 ]; then  # what rule 15 trains when both guides pass
+        hpd distill "${WEIGHTED[@]}" --teacher-weights 1,1.5 --pca-min-words 65 --output "$OUT/final-mixed-passage-pca"
     fi
 fi

@@ -74,6 +74,37 @@ def test_teacher_weights_must_match_the_teachers(models, second_teacher, tmp_pat
         config_for(models, tmp_path, teacher=[second_teacher, second_teacher])
 
 
+def test_pca_min_words_fits_the_projection_on_the_long_items_alone(models, tmp_path, capsys):
+    from safetensors.numpy import load_file as load_numpy
+
+    from hpd_toolkit.training.distill import fit_projection
+
+    plain = config_for(models, tmp_path, stop_after="start")
+    long_only = config_for(models, tmp_path, stop_after="start", pca_min_words=9)
+    distill(plain)
+    distill(long_only)
+    assert long_only.projection_path().name == plain.projection_path().name.replace(".safetensors", "-w9.safetensors")
+    assert long_only.run_dir() != plain.run_dir()
+    assert plain.run_settings().get("pca_min_words", "left out") == "left out"  # earlier runs keep their folders
+
+    work = tmp_path / "out.work" / "sentences"
+    valid, train = (work / "valid.txt").read_text().splitlines(), (work / "train.txt").read_text().splitlines()
+    long_rows = np.array([i for i in range(100) if len(train[i].split()) >= 9])
+    assert 8 <= len(long_rows) < 60  # a real subset, and enough for 8 dimensions
+    store = TeacherStore(long_only.teacher_dir(long_only.teacher[0]), len(valid) + len(train), long_only.chunk_size)
+    expected, _ = fit_projection(store.rows(len(valid) + long_rows), 8, "pca", long_only.seed)
+    fitted = load_numpy(str(long_only.projection_path()))["weight"]
+    np.testing.assert_allclose(np.abs(fitted @ expected.T), np.eye(8), atol=1e-4)  # the same axes
+    assert not np.allclose(np.abs(load_numpy(str(plain.projection_path()))["weight"] @ fitted.T), np.eye(8), atol=1e-2)
+
+    (tmp_path / "bad").mkdir()
+    capsys.readouterr()
+    err = run_distill(capsys, models, tmp_path / "bad", "--pca-min-words", "13")  # the corpus has 3-12 words each
+    assert "only 0 of the first 100 training sentences have at least --pca-min-words 13 words" in err
+    with pytest.raises(ValueError, match="--projection none fits none"):
+        config_for(models, tmp_path, projection="none", pca_min_words=9)
+
+
 # --- selection ----------------------------------------------------------------------------------
 
 def test_selection_rules(models, tmp_path, capsys):

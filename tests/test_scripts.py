@@ -195,6 +195,36 @@ def test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_targe
         assert results["embedding_dim"] == k and f"first {k} of projection-pca-d8-n100-mix" in results["model"]
     assert "ceiling-d3.json" in capsys.readouterr().out
 
+    # --held-out-min-words alone, on the projection --pca-min-words names: the held-out items of >= 6 words
+    from scipy.stats import spearmanr
+
+    save_file({"weight": weight, "bias": bias}, str(projection_path(work, "pca", 8, 100, teachers, [1.0, 0.5], 6)))
+    (work / "sentences").mkdir()
+    held_out = SENTENCES + [f"{a} and {b}" for a in SENTENCES for b in SENTENCES[:2]]
+    (work / "sentences" / "valid.txt").write_text("\n".join(held_out) + "\n")
+    long_ones = [t for t in held_out if len(t.split()) >= 6]
+    assert 5 <= len(long_ones) < len(held_out)
+    ceiling.main(["--work-dir", str(work), *[a for t in teachers for a in ("--teacher", t)], "--teacher-weights",
+                  "1,0.5", "--projection-dim", "8", "--pca-sentences", "100", "--pca-min-words", "6", "--dim", "8,3",
+                  "--held-out-min-words", "6"])
+    out = capsys.readouterr().out
+    assert f"of the {len(long_ones)} held-out items of at least 6 words" in out and "-n100-w6-mix" in out
+    printed = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in out.splitlines()
+               if line.startswith("| 8 ") or line.startswith("| 3 ")}
+    joined = join_teachers([e.encode(long_ones) for e in encoders], [1.0, 0.5]).astype(np.float64)
+    cosines = lambda v: (v / np.linalg.norm(v, axis=1, keepdims=True)) @ (v / np.linalg.norm(v, axis=1, keepdims=True)).T  # noqa
+    upper = np.triu_indices(len(long_ones), k=1)
+    for k in (8, 3):
+        projected = joined @ weight[:k].T.astype(np.float64) + bias[:k]
+        by_hand = 100 * spearmanr(cosines(joined)[upper], cosines(projected)[upper]).statistic
+        energy = 100 * ((projected ** 2).sum(1) / (joined ** 2).sum(1)).mean()
+        assert float(printed[str(k)][0]) == pytest.approx(by_hand, abs=0.01)
+        assert float(printed[str(k)][1].strip(" |")) == pytest.approx(energy, abs=0.01)
+    assert float(printed["8"][1].strip(" |")) > float(printed["3"][1].strip(" |"))  # more coordinates keep more
+    with pytest.raises(SystemExit, match="only 0 held-out items .* have at least 99 words"):
+        ceiling.main(["--work-dir", str(work), "--teacher", teachers[0], "--projection-dim", "8", "--pca-sentences",
+                      "100", "--dim", "8", "--held-out-min-words", "99"])
+
     # --beir alone: the target scored as a retriever, against a flat faiss search over the same vectors by hand
     faiss = pytest.importorskip("faiss", reason="faiss-cpu is not installed: pip install -e '.[retrieval]'")
     from test_eval_retrieval import write_beir
@@ -217,7 +247,7 @@ def test_pca_ceiling_scores_the_first_k_coordinates_of_the_projected_joint_targe
         by_hand = retrieval_scores(run, beir.qrels)
         assert float(printed[str(k)][0]) == pytest.approx(100 * by_hand["ndcg_at_10"], abs=0.01)
         assert float(printed[str(k)][1].strip(" |")) == pytest.approx(100 * by_hand["recall_at_100"], abs=0.01)
-    with pytest.raises(SystemExit, match="give --data .STS. or --beir .retrieval., or both"):
+    with pytest.raises(SystemExit, match="give --data .STS., --beir .retrieval. or --held-out-min-words"):
         ceiling.main(["--work-dir", str(work), "--teacher", teachers[0], "--projection-dim", "8", "--pca-sentences",
                       "100", "--dim", "8"])
 
@@ -511,6 +541,7 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
                             capture_output=True, text=True,
                             env={**os.environ, "DRY_RUN_LOG": str(log), "ALL": "1", "MIXED": "1", "LOSS": "1",
                                  "SEARCH": "1", "WEIGHTS": "1", "TRAIN_WEIGHTS": "1,1.5",
+                                 "PASSAGE_PCA": "1", "TRAIN_PASSAGE_PCA": "1",
                                  "SENTENCE_FINAL": "1"})
     assert result.returncode == 0, result.stderr
     calls = [line.split("\x1f") for line in log.read_text().splitlines()]
@@ -537,8 +568,9 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     # teacher vectors, the ablations (ALL=1: and the next ones; MIXED=1: sentences against mixed units), the final
     # run on mixed units, its continuation and the weighted run (rule 14), and with SENTENCE_FINAL=1 a final run on
     # sentences
-    # (WEIGHTS=1: rule 14's search of the teachers' weights, and with TRAIN_WEIGHTS the weighting it chose)
-    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 2 + 1 + 2 + 1
+    # (WEIGHTS=1: rule 14's search of the teachers' weights, and with TRAIN_WEIGHTS the weighting it chose; PASSAGE_PCA=1:
+    # rule 15's two starts, and with TRAIN_PASSAGE_PCA the run on the passage-fitted target)
+    assert len(configs) == 2 + 4 + 8 + 5 + 1 + 1 + 2 + 3 + 1 + 2 + 1
     following = configs[7:15]  # ALL=1 (after MIXED=1's run): each one change from two-teachers, so both teachers
     assert following[0].output.endswith("/two-teachers") and following[-1].output.endswith("/2-epochs")
     assert all(len(c.teacher) == 2 for c in following), [c.output for c in following]
@@ -563,6 +595,14 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     assert [getattr(weighted, key) for key in recipe] == [getattr(final, key) for key in recipe]
     assert (weights.output.endswith("/weight-search"), weights.teacher_weights, weighted.teacher_weights) == (
         True, None, [1.0, 1.5]) and weighted.output.endswith("/final-mixed-weights")
+    own_start, passage_start, passage_run = configs[23:26]  # PASSAGE_PCA=1 (rule 15): one change, the PCA's text
+    for config in (own_start, passage_start, passage_run):
+        assert [getattr(config, key) for key in recipe] == [getattr(weighted, key) for key in recipe]
+        assert config.teacher_weights == weighted.teacher_weights
+    assert (own_start.stop_after, own_start.pca_min_words, passage_start.stop_after, passage_start.pca_min_words) == (
+        "start", None, "start", 65)
+    assert (passage_run.stop_after, passage_run.pca_min_words) == (None, 65)
+    assert passage_run.output.endswith("/final-mixed-passage-pca")
     assert final.teacher == ["models/all-mpnet-base-v2", "models/all-MiniLM-L6-v2"] and final.epochs == 2
     assert final.unit == "mixed" and final.output.endswith("final-mixed") and final.layers == [0, 1, 3, 5]
     # rule 10: the final run's student trained on, on the same items and targets, all its layers, at lr 3e-4
@@ -577,9 +617,9 @@ def test_reproduce_and_ablations_call_only_commands_and_flags_that_exist(tmp_pat
     released = [call for call in calls if call[:2] == ["hpd", "release"]][0]
     assert released[2] == default.output
     mixed = [c for c in configs if c.unit == "mixed"]  # passages need their own teacher vectors: another work dir
-    assert len(mixed) == 6 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
+    assert len(mixed) == 9 and all(c.work_dir == str(tmp_path / "work" / "wiki-mixed") for c in mixed)
     assert scripts == {"scripts/ablation_table.py", "scripts/plot_training.py", "scripts/pca_head_baseline.py",
-                       "scripts/start_search.py",
+                       "scripts/start_search.py", "scripts/pca_ceiling.py",
                        "benchmarks/encode_speed.py", "scripts/reproduction_table.py", "benchmarks/retrieval.py"}
     assert sum(call[:3] == ["hpd", "eval", "sts"] for call in calls) >= 5 and ["make", "install", "mpnet"] in calls
 

@@ -96,6 +96,9 @@ class DistillConfig:
     layers: list[int] | None = setting(None, help="student layers to keep, e.g. 0,2,4 (default: all)")
     max_sentences: int | None = setting(None, help="use at most this many training sentences (default: all)")
     pca_sentences: int = setting(100_000, help="teacher vectors the PCA is fitted on")
+    pca_min_words: int | None = setting(None, help="fit the PCA only on those of the first --pca-sentences training "
+                                        "items that have at least N words (e.g. the passages of --unit mixed), so "
+                                        "that the projection keeps what tells long texts apart")
     valid_sentences: int = setting(5000, help="held-out sentences for valid MSE")
     projection: str = setting("pca", choices=PROJECTIONS, help="pca: PCA without mean-centring, as published; "
                               "pca-centered subtracts the mean; none keeps the teacher's vectors and dimension")
@@ -176,6 +179,9 @@ class DistillConfig:
             raise ValueError("--loss similarity compares the sentences of a batch in pairs: it needs --batch-size >= 2.")
         if self.select == "stsb-dev" and not self.sts_dev:
             raise ValueError("--select stsb-dev needs --sts-dev FOLDER (the data folder holding STS-B dev).")
+        if self.pca_min_words is not None and self.projection == "none":
+            raise ValueError("--pca-min-words chooses the text the PCA is fitted on; --projection none fits none: "
+                             "use --projection pca or leave --pca-min-words out.")
         if not self.lr > 0 or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"--lr must be positive and --warmup-steps >= 0; got {self.lr!r}, {self.warmup_steps!r}.")
         if self.work_dir is None:
@@ -230,7 +236,8 @@ class DistillConfig:
                      "stop_after", "overwrite", "trust_remote_code"):
             settings.pop(name)
         for name, default in (("teacher_weights", None), ("student_dtype", "auto"), ("freeze_embeddings", False),
-                              ("matryoshka_dims", None), ("matryoshka_weights", None), ("loss", "mse")):
+                              ("matryoshka_dims", None), ("matryoshka_weights", None), ("loss", "mse"),
+                              ("pca_min_words", None)):
             if settings[name] == default:
                 settings.pop(name)  # runs made before these settings existed keep their folders
         if len(self.teacher) == 1:
@@ -243,7 +250,14 @@ class DistillConfig:
 
     def projection_path(self):
         return projection_path(self.work_dir, self.projection, self.dim, self.pca_sentences, self.teacher,
-                               self.teacher_weights)
+                               self.teacher_weights, self.pca_min_words)
+
+    def pca_rows(self, train):
+        """Positions, within the training sentences, of those the PCA is fitted on."""
+        rows = range(min(self.pca_sentences, len(train)))
+        if self.pca_min_words is None:
+            return np.asarray(rows)
+        return np.asarray([i for i in rows if len(train[i].split()) >= self.pca_min_words], dtype=int)
 
     def teacher_dir(self, teacher):
         """Each teacher's vectors in a folder of its own, keyed by its weights and compute precision, so the same
@@ -261,10 +275,10 @@ def _list_item_type(annotation):
     return None
 
 
-def projection_path(work_dir, projection, dim, pca_sentences, teachers, teacher_weights=None):
+def projection_path(work_dir, projection, dim, pca_sentences, teachers, teacher_weights=None, pca_min_words=None):
     """Where a work dir keeps the projection of these settings (hpd distill fits it, scripts/pca_ceiling.py reads
     it)."""
-    name = f"projection-{projection}-d{dim}-n{pca_sentences}"
+    name = f"projection-{projection}-d{dim}-n{pca_sentences}" + (f"-w{pca_min_words}" if pca_min_words else "")
     if len(teachers) > 1:  # one teacher keeps the earlier name; a mix is named by its members and weights
         mix = json.dumps([list(teachers), teacher_weights or [1.0] * len(teachers)])
         name += "-mix" + hashlib.sha256(mix.encode()).hexdigest()[:8]
@@ -491,10 +505,10 @@ def check_projection(weight, kind, name):
                            "the file is damaged; delete the projection file from the work dir and run again.")
 
 
-def projection_stage(config, vectors, valid_count, accelerator):
+def projection_stage(config, vectors, valid_count, accelerator, train):
     path = config.projection_path()
     if accelerator.is_main_process and not path.is_file():
-        sample = vectors.rows(np.arange(valid_count, valid_count + config.pca_sentences))
+        sample = vectors.rows(valid_count + config.pca_rows(train))
         weight, bias = fit_projection(sample, config.dim, config.projection, config.seed)
         write_atomic(path, lambda temporary: save_file({"weight": weight, "bias": bias}, str(temporary),
                                                        metadata={"kind": config.projection}))
@@ -908,13 +922,18 @@ def distill(config):
         if config.projection != "none" and config.pca_sentences < config.dim:
             raise ValueError(f"--pca-sentences {config.pca_sentences} is fewer than --dim {config.dim}: PCA needs "
                              "at least as many sentences as dimensions.")
+        if config.stop_after != "teacher" and config.pca_min_words and len(config.pca_rows(train)) < config.dim:
+            raise ValueError(f"only {len(config.pca_rows(train))} of the first {config.pca_sentences} training "
+                             f"sentences have at least --pca-min-words {config.pca_min_words} words, fewer than "
+                             f"--dim {config.dim}: lower --pca-min-words, raise --pca-sentences or use --unit "
+                             "mixed or paragraph.")
 
         vectors = teacher_stage(config, work, valid + all_train, len(valid) + len(train), accelerator)
         del all_train
         if config.stop_after == "teacher":
             accelerator.print(f"Teacher vectors of {len(valid) + len(train)} sentences are in {work}.")
             return work
-        projection = projection_stage(config, vectors, len(valid), accelerator)
+        projection = projection_stage(config, vectors, len(valid), accelerator, train)
         state = training_stage(config, student, stsb_dev, train, valid, vectors, projection, accelerator)
         if config.stop_after == "start":
             accelerator.print(f"Starting point validated (step 0, {config.run_dir()}/train_log.jsonl): "

@@ -232,7 +232,9 @@ def run_rows(distill_config):
               if settings.get("matryoshka_dims") else []),
             ("corpus", f"{corpus['train']:,} training and {corpus['valid']:,} validation sentences "
                        f"(sha256 {corpus['sha256'][:12]}…)"),
-            ("PCA fitted on", f"{settings['pca_sentences']:,} teacher vectors"),
+            ("PCA fitted on", f"{settings['pca_sentences']:,} teacher vectors"
+                              + (f" (those of at least {settings['pca_min_words']} words only)"
+                                 if settings.get("pca_min_words") else "")),
             ("optimisation", f"AdamW, lr {settings['lr']}, batch {settings['batch_size']}, "
                              f"{settings['warmup_steps']} warm-up steps, {settings['epochs']} "
                              f"epoch{'s' if settings['epochs'] != 1 else ''}, seed {settings['seed']}"),
