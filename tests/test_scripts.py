@@ -302,6 +302,33 @@ def test_residual_noise_scores_the_target_each_student_and_noise_of_its_size(tmp
     with pytest.raises(SystemExit, match="--student takes NAME=MODEL"):
         load_script("residual_noise").main([*flags, "--student", student])
 
+    # --beir: the same on a retrieval test set, queries and documents each with noise of the student's error on them,
+    # and --scales adds the error a closer copy would leave
+    pytest.importorskip("pytrec_eval", reason="pytrec-eval-terrier is not installed: pip install -e '.[retrieval]'")
+    from test_eval_retrieval import write_beir
+    from hpd_toolkit.eval.retrieval import document_texts, load_beir
+
+    exact_search_scores = load_script("pca_ceiling").exact_search_scores
+    beir = load_beir(write_beir(tmp_path / "beir"))
+    beir_flags = [*flags[: flags.index("--data")], "--beir", str(tmp_path / "beir"), "--trials", "2"]
+    capsys.readouterr()
+    load_script("residual_noise").main([*beir_flags, "--scales", "1,0.5", "--student", f"tiny={student}"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in lines if line.startswith("| ")}
+    texts = beir.queries + document_texts(beir)
+    count = len(beir.queries)
+    target = load_encoder(teacher).encode(texts) @ weight.T + bias
+    vectors = load_encoder(student).encode(texts)
+    by_hand = lambda v: exact_search_scores(v[:count], v[count:], beir)["ndcg_at_10"]  # noqa: E731
+    assert float(rows["target (a perfect copy)"][1].strip(" |")) == pytest.approx(by_hand(target), abs=0.01)
+    assert float(rows["tiny"][1].strip(" |")) == pytest.approx(by_hand(vectors), abs=0.05)
+    half = [name for name in rows if name.endswith("of tiny at 0.5x its size")]
+    assert len(half) == 3 and all(float(rows[name][0]) == pytest.approx(0.25 * float(rows["tiny"][0]), rel=1e-3)
+                                  for name in half)
+    assert f"{count} queries, {len(beir.doc_ids)} documents" in lines[0] and "never chosen on" in lines[0]
+    with pytest.raises(SystemExit, match="not both"):
+        load_script("residual_noise").main([*flags, "--beir", str(tmp_path / "beir"), "--student", f"tiny={student}"])
+
 
 def test_average_weights_writes_the_mean_of_every_tensor(tmp_path, tokenizer, capsys):
     import torch
