@@ -7,11 +7,10 @@ through the work dir's projection, cut to their first k coordinates.
         [--held-out-min-words 65]
 
 The projection is the one `hpd distill` fitted in WORK for the same --teacher (spelled as in that command),
---teacher-weights, --projection, --dim (here --projection-dim), --pca-sentences and --pca-min-words. PCA coordinates
-come in order
-of variance, so the first k of a 128-d projection are the k-d projection: the target of a Matryoshka student's
-k-d prefix (--dim k, one projection) and, up to the PCA solver's precision, of a run trained at k alone
-(--projection-dim k). Each distinct STS sentence is encoded once by each teacher (--teacher-dtype), whatever the
+--teacher-weights, --projection, --dim (here --projection-dim), --pca-sentences and --pca-min-words. PCA
+coordinates come in order of variance, so the first k of a 128-d projection are the k-d projection: the target of a
+Matryoshka student's k-d prefix (--dim k, one projection) and, up to the PCA solver's precision, of a run trained at
+k alone (--projection-dim k). Each distinct STS sentence is encoded once by each teacher (--teacher-dtype), whatever the
 number of sizes; with --output, each size's results go to OUTPUT-d<k>.json in `hpd eval sts --output`'s format.
 With --beir, the target is also scored on a BEIR folder's test queries as `hpd eval retrieval` scores a model
 (documents as "title text", exact cosine search, nDCG@10 and Recall@100 x 100), each document encoded once.
