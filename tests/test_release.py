@@ -417,6 +417,10 @@ def test_card_training_rows_name_every_teacher_and_the_selection():
     assert rows["teachers"] == "models/all-mpnet-base-v2 (weight 1) + models/all-MiniLM-L6-v2 (weight 0.5)"
     assert rows["training text"] == "sentences and passages"
     assert rows["checkpoint selected by"].startswith("step 196 of 196: the lowest validation MSE")
+    assert rows["PCA fitted on"] == "50,000 teacher vectors"
+    passages_only = {**record, "settings": {**record["settings"], "pca_min_words": 65}}
+    assert dict(training_rows(passages_only))["PCA fitted on"] == (
+        "50,000 teacher vectors (those of at least 65 words only)")
 
     # trained on from that model: each run in turn, the later one with only what it changed
     later = {**record, "settings": {**record["settings"], "layers": None, "lr": 3e-4}, "student": "/runs/first",
