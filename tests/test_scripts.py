@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,6 +329,73 @@ def test_residual_noise_scores_the_target_each_student_and_noise_of_its_size(tmp
     assert f"{count} queries, {len(beir.doc_ids)} documents" in lines[0] and "never chosen on" in lines[0]
     with pytest.raises(SystemExit, match="not both"):
         load_script("residual_noise").main([*flags, "--beir", str(tmp_path / "beir"), "--student", f"tiny={student}"])
+
+
+def test_gpu_run_trains_on_packed_targets_without_the_teacher(tmp_path, tokenizer, capsys):
+    from safetensors.torch import load_file
+
+    import hpd_cli
+    from hpd_models import load_encoder
+    from hpd_toolkit.training.distill import DistillConfig, TeacherStore, read_log_record
+    from test_matryoshka import sts_pairs, write_stsb
+
+    teacher = save_hpd_folder(tiny_model(seed=1, embedding_dim=24), tokenizer, tmp_path / "teacher")
+    student = save_hpd_folder(tiny_model(seed=2, embedding_dim=None), tokenizer, tmp_path / "student")
+    rng = random.Random(0)
+    (tmp_path / "corpus.txt").write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+                                                   + "." for _ in range(400)) + "\n")
+    flags = ["--teacher", str(teacher), "--student", str(student), "--corpus", str(tmp_path / "corpus.txt"),
+             "--output", str(tmp_path / "unused"), "--work-dir", str(tmp_path / "work"), "--dim", "8",
+             "--pca-sentences", "100", "--valid-sentences", "20", "--epochs", "1", "--batch-size", "32",
+             "--warmup-steps", "3", "--eval-steps", "5", "--chunk-size", "64", "--head-init", "lstsq",
+             "--sts-dev", str(write_stsb(tmp_path / "data", "dev", sts_pairs(4)))]
+    gpu_run = load_script("gpu_run")
+    with pytest.raises(SystemExit, match="has no projection-pca-d8-n100.safetensors: run the same hpd distill flags "
+                                         "with --stop-after start first"):
+        gpu_run.main(["pack", "--out", str(tmp_path / "pack"), "--", *flags])
+    assert hpd_cli.main(["distill", *flags, "--stop-after", "start"]) == 0  # here: vectors, projection, the start
+    with pytest.raises(SystemExit, match="over --max-mb 0.01: lower --max-sentences"):
+        gpu_run.main(["pack", "--out", str(tmp_path / "pack"), "--max-mb", "0.01", "--", *flags])
+    gpu_run.main(["pack", "--out", str(tmp_path / "pack"), "--", *flags])
+    config = DistillConfig(**hpd_cli.distill_settings(hpd_cli.build_parser().parse_args(["distill", *flags])))
+    record = json.loads((tmp_path / "pack" / "pack.json").read_text())
+    count = record["valid"] + record["train"]
+    assert record["valid"] == 20 and 380 <= count <= 400  # the corpus less its duplicates
+    projection = load_file(str(config.projection_path()))
+    stored = TeacherStore(config.teacher_dir(str(teacher)), count, 64).rows(np.arange(count))
+    expected = stored @ projection["weight"].numpy().T + projection["bias"].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "pack" / "targets.npy").astype(np.float32), expected, atol=2e-3)
+
+    shutil.rmtree(teacher)  # what travels to the device: the pack and the student, never the teacher
+    gpu_run.main(["train", "--pack", str(tmp_path / "pack"), "--student", str(student), "--output",
+                  str(tmp_path / "trained"), "--epochs", "2", "--parts-dir", str(tmp_path / "parts")])
+    trained = json.loads((tmp_path / "trained" / "distill_config.json").read_text())
+    assert trained["targets_pack"]["targets_sha256"] == record["targets_sha256"] and trained["steps"] == 24
+    run_dir = Path(trained["run_dir"])
+    # the same student, head fitted the same way, on the same targets (float16 here): the same start as hpd distill's,
+    # validated on the STS-B dev the pack carries
+    here, there = read_log_record(config.run_dir(), 0), read_log_record(run_dir, 0)
+    assert there["valid_mse"] == pytest.approx(here["valid_mse"], rel=1e-2)
+    assert there["stsb_dev_spearman"] == pytest.approx(here["stsb_dev_spearman"], abs=0.5)
+    evaluated = [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()
+                 if "valid_mse" in line]
+    assert evaluated == [0, 5, 10, 15, 20, 24]  # trained and validated as hpd distill does (--eval-steps 5)
+    assert load_encoder(str(tmp_path / "trained")).encode(["a man plays the guitar."]).shape == (1, 8)
+    parts = sorted((tmp_path / "parts").glob("model.tar.part-*"))
+    assert parts and (tmp_path / "parts" / "train_log.jsonl").is_file()
+    (tmp_path / "back").mkdir()
+    subprocess.run(["tar", "-x", "-C", str(tmp_path / "back")], input=b"".join(p.read_bytes() for p in parts),
+                   check=True)
+    assert (tmp_path / "back" / "trained" / "distill_config.json").read_text() == (
+        tmp_path / "trained" / "distill_config.json").read_text()
+
+    targets = np.load(tmp_path / "pack" / "targets.npy")
+    np.save(tmp_path / "pack" / "targets.npy", targets[:-1])
+    with pytest.raises(SystemExit, match="targets.npy does not match pack.json: the pack is damaged"):
+        gpu_run.main(["train", "--pack", str(tmp_path / "pack"), "--student", str(student), "--output",
+                      str(tmp_path / "again")])
+    with pytest.raises(SystemExit, match="exists: give a new --out folder"):
+        gpu_run.main(["pack", "--out", str(tmp_path / "pack"), "--", *flags])
 
 
 def test_average_weights_writes_the_mean_of_every_tensor(tmp_path, tokenizer, capsys):
@@ -665,6 +733,7 @@ SMOKE_TESTS = {  # file -> its test(s); "in process": the test calls main(), so 
                                   "in process"],
     "scripts/ablations.sh": ["test_scripts.py::test_reproduce_and_ablations_call_only_commands_and_flags_that_exist"],
     "scripts/demo.py": ["test_scripts.py::test_demo_runs_the_whole_pipeline"],
+    "scripts/gpu_run.py": ["test_scripts.py::test_gpu_run_trains_on_packed_targets_without_the_teacher", "in process"],
     "scripts/average_weights.py": ["test_scripts.py::test_average_weights_writes_the_mean_of_every_tensor",
                                    "in process"],
     "scripts/install_mpnet.py": ["test_install_mpnet.py::test_the_command_installs_from_downloaded_wheels"],

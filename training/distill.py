@@ -884,16 +884,10 @@ def truncate_log(path, step):
 def distill(config):
     """Runs every stage (skipping finished ones) and returns the output folder (the work dir with
     --stop-after teacher, the run folder with --stop-after start)."""
-    from accelerate import Accelerator
-
     from hpd_toolkit.eval.sts import load_stsb_split
-    from hpd_toolkit.training.output_dir import check_target, replace_folder
+    from hpd_toolkit.training.output_dir import check_target
 
-    cuda = torch.cuda.is_available()
-    # auto: accelerate's mixed precision on GPU; an explicit bfloat16 is torch.autocast in the training step
-    mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda and config.student_dtype == "auto" else "no"
-    # Each step's global batch is split across processes here, so the schedule advances once per step.
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, step_scheduler_with_optimizer=False)
+    accelerator = make_accelerator(config)
     work, output = Path(config.work_dir), Path(config.output)
     # Cheap checks first: a bad --output, --teacher, --layers or --sts-dev must not wait for hours of encoding.
     if config.stop_after is None:
@@ -941,43 +935,62 @@ def distill(config):
                               "to train on from it.")
             return config.run_dir()
 
-        if accelerator.is_main_process:
-            from hpd_models import resolve
+        write_output(config, state, corpus, accelerator, sources=[work, *config.teacher, config.student])
+    return output
 
-            # A student that is itself an hpd distill output: its record travels along, so the chain of runs that
-            # made the model stays on record (and on its model card).
-            previous = resolve(config.student) / "distill_config.json"
-            record = {
-                "settings": dataclasses.asdict(config),
-                "teacher": config.teacher[0] if len(config.teacher) == 1 else config.teacher,
-                "teacher_weights": config.teacher_weights,
-                "student": config.student,
-                "corpus": corpus,
-                "processes": accelerator.num_processes,
-                "run_dir": str(config.run_dir()),
-                "best_step": state.best_step,
-                "steps": state.step,
-                "training_seconds": state.seconds,
-                "validation": state.best_figures,
-                "selected_by": config.select,
-                "selection": f"step {state.best_step} of {state.step}: " + {
-                    "valid-mse": "the lowest validation MSE against the projected teacher vectors",
-                    "valid-cosine": "the lowest validation cosine distance to the projected teacher vectors",
-                    "valid-similarity": "the lowest validation similarity MSE (pairwise cosines against the "
-                                        "projected teacher vectors')",
-                    "stsb-dev": "the highest STS-B dev Spearman",
-                    "last": "the last step"}[config.select]
-                + (f" at the full {config.dim} dimensions" if config.matryoshka_dims and config.select != "last"
-                   else ""),
-                **({"continues": json.loads(previous.read_text())} if previous.is_file() else {}),
-            }
-            with replace_folder(output, overwrite=config.overwrite,
-                                sources=[work, *config.teacher, config.student]) as staging:
-                shutil.copytree(config.run_dir() / "best", staging, dirs_exist_ok=True)
-                write_atomic(staging / "distill_config.json", json.dumps(record, indent=2) + "\n")
-            accelerator.print(f"Selected step {state.best_step} ({record['selection']}): {state.best_figures}. "
-                              f"HPD model written to {output}")
-        accelerator.wait_for_everyone()
+
+def make_accelerator(config):
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    # auto: accelerate's mixed precision on GPU; an explicit bfloat16 is torch.autocast in the training step
+    mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda and config.student_dtype == "auto" else "no"
+    # Each step's global batch is split across processes here, so the schedule advances once per step.
+    return Accelerator(cpu=not cuda, mixed_precision=mixed, step_scheduler_with_optimizer=False)
+
+
+def write_output(config, state, corpus, accelerator, sources, extra=None):
+    """--output: the selected checkpoint of the run, with distill_config.json recording how it was made (`extra`:
+    more keys for that record). `sources` are the inputs --output must not be or hold."""
+    from hpd_toolkit.training.output_dir import replace_folder
+
+    output = Path(config.output)
+    if accelerator.is_main_process:
+        from hpd_models import resolve
+
+        # A student that is itself an hpd distill output: its record travels along, so the chain of runs that
+        # made the model stays on record (and on its model card).
+        previous = resolve(config.student) / "distill_config.json"
+        record = {
+            "settings": dataclasses.asdict(config),
+            "teacher": config.teacher[0] if len(config.teacher) == 1 else config.teacher,
+            "teacher_weights": config.teacher_weights,
+            "student": config.student,
+            "corpus": corpus,
+            **(extra or {}),
+            "processes": accelerator.num_processes,
+            "run_dir": str(config.run_dir()),
+            "best_step": state.best_step,
+            "steps": state.step,
+            "training_seconds": state.seconds,
+            "validation": state.best_figures,
+            "selected_by": config.select,
+            "selection": f"step {state.best_step} of {state.step}: " + {
+                "valid-mse": "the lowest validation MSE against the projected teacher vectors",
+                "valid-cosine": "the lowest validation cosine distance to the projected teacher vectors",
+                "valid-similarity": "the lowest validation similarity MSE (pairwise cosines against the "
+                                    "projected teacher vectors')",
+                "stsb-dev": "the highest STS-B dev Spearman",
+                "last": "the last step"}[config.select]
+            + (f" at the full {config.dim} dimensions" if config.matryoshka_dims and config.select != "last" else ""),
+            **({"continues": json.loads(previous.read_text())} if previous.is_file() else {}),
+        }
+        with replace_folder(output, overwrite=config.overwrite, sources=sources) as staging:
+            shutil.copytree(config.run_dir() / "best", staging, dirs_exist_ok=True)
+            write_atomic(staging / "distill_config.json", json.dumps(record, indent=2) + "\n")
+        accelerator.print(f"Selected step {state.best_step} ({record['selection']}): {state.best_figures}. "
+                          f"HPD model written to {output}")
+    accelerator.wait_for_everyone()
     return output
 
 
