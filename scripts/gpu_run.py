@@ -66,7 +66,7 @@ def pack(args, distill_flags):
     megabytes = (text_bytes + count * config.dim * 2) / 1e6
     if megabytes > args.max_mb:
         raise ValueError(f"the pack would take {megabytes:.0f} MB, over --max-mb {args.max_mb:g}: lower --max-sentences "
-                         "(about 370 bytes an item at 128-d) or raise --max-mb if the tree has room.")
+                         "(about 420 bytes an item at 128-d) or raise --max-mb if the tree has room.")
     # the run's cached teacher vectors (teacher_stage encodes any that are missing: here, where the teachers are)
     vectors = teacher_stage(config, work, valid + all_train, count, Accelerator(cpu=True))
     tensors = load_file(str(config.projection_path()))
