@@ -12,7 +12,8 @@ first), their projected targets in float16 and STS-B dev into one folder, refusi
 hpd distill's own training stage on that folder, with an identity projection and no teacher: the student (an HPD
 folder in the tree, e.g. the default model, continued) learns the packed targets, checkpoints, validation and
 --select as `hpd distill` does, and the output is an HPD folder with distill_config.json. With --parts-dir the output
-is also written there as a tar split into parts small enough to come back (`cat model.tar.part-* | tar x`).
+is also written there, with float16 weights, as a tar split into parts small enough to come back (`cat
+model.tar.part-* | tar x`).
 """
 
 import argparse
@@ -124,9 +125,19 @@ def train(args):
                           sources=[folder, config.student], extra={"targets_pack": {
                               key: record[key] for key in ("projection", "targets_sha256", "valid", "train")}})
     if args.parts_dir:
+        import tempfile
+
+        from hpd_models import load_hpd, save_hpd_folder
+
         parts = Path(args.parts_dir)
         parts.mkdir(parents=True, exist_ok=True)
-        tar = subprocess.run(["tar", "-C", str(output.parent), "-c", output.name], check=True, capture_output=True).stdout
+        with tempfile.TemporaryDirectory() as staging:
+            # float16 weights (computed in float32, as releases are): a 4-layer student is 38 MB, not 76, and what
+            # comes back from a device is at most 64 MiB in all
+            half = Path(staging) / output.name
+            save_hpd_folder(*load_hpd(output), half, weights_dtype="float16")
+            shutil.copyfile(output / "distill_config.json", half / "distill_config.json")
+            tar = subprocess.run(["tar", "-C", staging, "-c", output.name], check=True, capture_output=True).stdout
         for number, start in enumerate(range(0, len(tar), PART_BYTES)):
             (parts / f"model.tar.part-{number:02d}").write_bytes(tar[start : start + PART_BYTES])
         shutil.copyfile(config.run_dir() / "train_log.jsonl", parts / "train_log.jsonl")

@@ -332,6 +332,7 @@ def test_residual_noise_scores_the_target_each_student_and_noise_of_its_size(tmp
 
 
 def test_gpu_run_trains_on_packed_targets_without_the_teacher(tmp_path, tokenizer, capsys):
+    import torch
     from safetensors.torch import load_file
 
     import hpd_cli
@@ -388,6 +389,11 @@ def test_gpu_run_trains_on_packed_targets_without_the_teacher(tmp_path, tokenize
                    check=True)
     assert (tmp_path / "back" / "trained" / "distill_config.json").read_text() == (
         tmp_path / "trained" / "distill_config.json").read_text()
+    back = load_file(str(tmp_path / "back" / "trained" / "model.safetensors"))
+    assert {tensor.dtype for tensor in back.values()} == {torch.float16}  # half the bytes on the way back
+    sentences = ["a man plays the guitar.", "the cat sleeps on the mat."]
+    np.testing.assert_allclose(load_encoder(str(tmp_path / "back" / "trained")).encode(sentences),
+                               load_encoder(str(tmp_path / "trained")).encode(sentences), atol=2e-3)
 
     targets = np.load(tmp_path / "pack" / "targets.npy")
     np.save(tmp_path / "pack" / "targets.npy", targets[:-1])
