@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import hpd_cli  # noqa: E402
+from hpd_inference import hash_file  # noqa: E402
 
 PART_BYTES = 15 * 1024 * 1024  # files come back from a device machine at up to 16 MiB each
 STSB_DEV = Path("STS") / "STSBenchmark" / "sts-dev.csv"
@@ -46,12 +47,17 @@ class PackedTargets:
         return np.asarray(self.targets[np.asarray(indices)], dtype=np.float32)
 
 
+def sha256(path):
+    digest = hashlib.sha256()
+    hash_file(digest, path)
+    return digest.hexdigest()
+
+
 def pack(args, distill_flags):
     from accelerate import Accelerator
 
-    from hpd_toolkit.training.distill import (DistillConfig, check_projection, prepare_sentences_stage, targets,
+    from hpd_toolkit.training.distill import (DistillConfig, prepare_sentences_stage, projection_stage, targets,
                                               teacher_stage)
-    from safetensors.torch import load_file
 
     config = DistillConfig(**hpd_cli.distill_settings(hpd_cli.build_parser().parse_args(["distill", *distill_flags])))
     work, out = Path(config.work_dir), Path(args.out)
@@ -69,11 +75,11 @@ def pack(args, distill_flags):
         raise ValueError(f"the pack would take {megabytes:.0f} MB, over --max-mb {args.max_mb:g}: lower --max-sentences "
                          "(about 420 bytes an item at 128-d) or raise --max-mb if the tree has room.")
     # the run's cached teacher vectors (teacher_stage encodes any that are missing: here, where the teachers are)
-    vectors = teacher_stage(config, work, valid + all_train, count, Accelerator(cpu=True))
-    tensors = load_file(str(config.projection_path()))
-    check_projection(tensors["weight"].numpy(), config.projection, config.projection_path())
-    goal = np.concatenate([targets(vectors.rows(np.arange(start, min(start + 8192, count))), tensors["weight"],
-                                   tensors["bias"]).numpy() for start in range(0, count, 8192)])
+    accelerator = Accelerator(cpu=True)
+    vectors = teacher_stage(config, work, valid + all_train, count, accelerator)
+    weight, bias = projection_stage(config, vectors, len(valid), accelerator, train)  # the run's own, checked
+    goal = np.concatenate([targets(vectors.rows(np.arange(start, min(start + 8192, count))), weight, bias).numpy()
+                           for start in range(0, count, 8192)])
     out.mkdir(parents=True)
     np.save(out / "targets.npy", goal.astype(np.float16))
     (out / "sentences.txt").write_text("\n".join(valid + train) + "\n", encoding="utf-8")
@@ -84,7 +90,7 @@ def pack(args, distill_flags):
                 if key not in ("output", "work_dir", "stop_after", "overwrite", "corpus")}
     record = {"settings": settings, "valid": len(valid), "train": len(train), "corpus": corpus,
               "projection": config.projection_path().name,
-              "targets_sha256": hashlib.sha256((out / "targets.npy").read_bytes()).hexdigest()}
+              "targets_sha256": sha256(out / "targets.npy")}
     (out / "pack.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"Packed {len(valid)} held-out and {len(train)} training items with their {config.dim}-d targets into {out} "
           f"({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 1e6:.1f} MB).")
@@ -100,7 +106,7 @@ def train(args):
     if not (folder / "pack.json").is_file():
         raise ValueError(f"{folder} is not a pack (no pack.json): make one with `gpu_run.py pack`.")
     record = json.loads((folder / "pack.json").read_text())
-    if hashlib.sha256((folder / "targets.npy").read_bytes()).hexdigest() != record["targets_sha256"]:
+    if sha256(folder / "targets.npy") != record["targets_sha256"]:
         raise ValueError(f"{folder}/targets.npy does not match pack.json: the pack is damaged; pack it again.")
     items = (folder / "sentences.txt").read_text(encoding="utf-8").split("\n")[:-1]
     valid, train_items = items[: record["valid"]], items[record["valid"] :]
@@ -121,7 +127,7 @@ def train(args):
     identity = (torch.eye(config.dim), torch.zeros(config.dim))  # the targets are projected already
     stsb_dev = load_stsb_split(config.sts_dev, "dev") if config.sts_dev else None
     state = training_stage(config, student, stsb_dev, train_items, valid, vectors, identity, accelerator)
-    output = write_output(config, state, {**record["corpus"], "train": len(train_items)}, accelerator,
+    output = write_output(config, state, record["corpus"], accelerator,
                           sources=[folder, config.student], extra={"targets_pack": {
                               key: record[key] for key in ("projection", "targets_sha256", "valid", "train")}})
     if args.parts_dir:

@@ -916,8 +916,9 @@ def distill(config):
         if config.projection != "none" and config.pca_sentences < config.dim:
             raise ValueError(f"--pca-sentences {config.pca_sentences} is fewer than --dim {config.dim}: PCA needs "
                              "at least as many sentences as dimensions.")
-        if config.stop_after != "teacher" and config.pca_min_words and len(config.pca_rows(train)) < config.dim:
-            raise ValueError(f"only {len(config.pca_rows(train))} of the first {config.pca_sentences} training "
+        fitted_on = len(config.pca_rows(train)) if config.pca_min_words and config.stop_after != "teacher" else None
+        if fitted_on is not None and fitted_on < config.dim:
+            raise ValueError(f"only {fitted_on} of the first {config.pca_sentences} training "
                              f"sentences have at least --pca-min-words {config.pca_min_words} words, fewer than "
                              f"--dim {config.dim}: lower --pca-min-words, raise --pca-sentences or use --unit "
                              "mixed or paragraph.")
